@@ -1,0 +1,112 @@
+"""Argument validation shared by every public function.
+
+Errors name the argument, the value received and the accepted range. Static values are checked at trace time;
+traced values cannot raise inside ``jit`` and are handled where they are used (see ``_masks.drop_threshold``).
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Iterable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def is_static(value: object) -> bool:
+    """True when ``value`` is known at trace time (a Python or NumPy number, or a concrete array)."""
+    return not isinstance(value, jax.core.Tracer)
+
+
+def floating_array(x: jax.typing.ArrayLike, name: str = "x") -> jax.Array:
+    """Returns ``x`` as a JAX array, raising ``TypeError`` unless its dtype is floating point."""
+    dtype = jnp.result_type(x)
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise TypeError(
+            f"`{name}` must have a floating-point dtype (float32, bfloat16, float16, float64); got {dtype}. "
+            f"Cast it first, e.g. `{name}.astype(jnp.float32)`."
+        )
+    return jnp.asarray(x)
+
+
+def probability(value: jax.typing.ArrayLike, name: str = "rate") -> float | jax.Array:
+    """Validates a probability in ``[0, 1]``.
+
+    Returns a Python float when the value is static (so callers can short-circuit ``0`` and ``1`` at trace time),
+    otherwise the traced scalar as a float32 array.
+    """
+    if is_static(value):
+        arr = np.asarray(value)
+        if arr.ndim != 0:
+            raise ValueError(f"`{name}` must be a scalar in [0, 1]; got an array of shape {arr.shape}.")
+        if arr.dtype == bool or not np.issubdtype(arr.dtype, np.number):
+            raise TypeError(f"`{name}` must be a real number in [0, 1]; got {value!r}.")
+        out = float(arr)
+        if not 0.0 <= out <= 1.0:  # also rejects NaN
+            raise ValueError(f"`{name}` must be in [0, 1]; got {out}.")
+        return out
+    if jnp.ndim(value) != 0:
+        raise ValueError(f"`{name}` must be a scalar in [0, 1]; got a traced array of shape {jnp.shape(value)}.")
+    if not jnp.issubdtype(jnp.result_type(value), jnp.floating):
+        raise TypeError(f"`{name}` must be a floating-point scalar in [0, 1]; got dtype {jnp.result_type(value)}.")
+    return jnp.asarray(value, jnp.float32)
+
+
+def static_bool(value: object, name: str) -> bool:
+    """A flag that selects between two programs must be a Python bool, not a traced value."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, jax.core.Tracer):
+        raise TypeError(
+            f"`{name}` must be a static Python bool (it chooses which program is traced); got a traced value. "
+            f"Mark it static in `jax.jit(..., static_argnames=...)`."
+        )
+    raise TypeError(f"`{name}` must be a bool; got {value!r}.")
+
+
+def axes(value: int | Iterable[int], ndim: int, name: str) -> tuple[int, ...]:
+    """Normalises axes (negative allowed) to sorted non-negative ints, rejecting duplicates and out-of-range."""
+    items = (value,) if isinstance(value, numbers.Integral) else tuple(value)
+    out = []
+    for axis in items:
+        if not isinstance(axis, numbers.Integral) or isinstance(axis, bool):
+            raise TypeError(f"`{name}` must contain integers; got {axis!r}.")
+        if not -ndim <= axis < ndim:
+            raise ValueError(f"`{name}` entry {axis} is out of range for an input of rank {ndim}; "
+                             f"accepted range is [{-ndim}, {ndim - 1}].")
+        out.append(int(axis) % ndim)
+    if len(set(out)) != len(out):
+        raise ValueError(f"`{name}` has repeated axes: {tuple(items)}.")
+    return tuple(sorted(out))
+
+
+def choice(value: str, options: Sequence[str], name: str) -> str:
+    if value not in options:
+        raise ValueError(f"`{name}` must be one of {tuple(options)}; got {value!r}.")
+    return value
+
+
+def key(value: object, name: str = "key") -> jax.Array:
+    """Accepts a typed key (``jax.random.key``) or a legacy ``uint32[2]`` key (``jax.random.PRNGKey``)."""
+    if value is None:
+        raise ValueError(
+            f"`{name}` is required when `deterministic=False` and the rate is in (0, 1): pass "
+            f"`{name}=jax.random.key(seed)`, or `deterministic=True` to turn dropout off."
+        )
+    if isinstance(value, jax.Array) and jnp.issubdtype(value.dtype, jax.dtypes.prng_key):
+        if value.ndim != 0:
+            raise ValueError(f"`{name}` must be a single key (shape ()), got a batch of shape {value.shape}; "
+                             f"use `jax.vmap` to map over keys.")
+        return value
+    try:
+        arr = jnp.asarray(value)
+    except TypeError as err:
+        raise TypeError(f"`{name}` must be a PRNG key from `jax.random.key` or `jax.random.PRNGKey`; "
+                        f"got {type(value).__name__}.") from err
+    if arr.dtype != jnp.uint32 or arr.shape != (2,):
+        raise TypeError(
+            f"`{name}` must be a PRNG key: a typed key from `jax.random.key(seed)` or a legacy uint32[2] key "
+            f"from `jax.random.PRNGKey(seed)`; got an array of dtype {arr.dtype} and shape {arr.shape}."
+        )
+    return arr

@@ -1,0 +1,112 @@
+"""How keep-masks are made from keys: the one module that touches random bits.
+
+Two generators:
+
+``"fast"`` (default)
+    Threefry-2x32 with 13 rounds (Salmon et al. 2011, "Parallel random numbers: as easy as 1, 2, 3"; 13 is the
+    smallest round count they found Crush-resistant) keyed by two words derived from the JAX key, evaluated on
+    each element's *global* index. It is written in ``jax.numpy`` so XLA fuses it into the loop that applies the
+    mask: no bits array is materialised, and a mask element depends only on the key and its index, so masks are
+    identical under any device mesh and ``vmap`` over keys equals a loop over keys. The drop decision compares the
+    32 random bits with an integer threshold, so it is never quantised by a low-precision input dtype: the keep
+    probability is a multiple of 2**-32 (static rates are rounded in float64 on the host; traced rates in float32,
+    i.e. to about 6e-8).
+
+``"jax"``
+    ``jax.random.bernoulli(key, 1 - rate, shape)``, exactly what ``flax.linen.Dropout``, ``flax.nnx.Dropout`` and
+    ``equinox.nn.Dropout`` draw, for users who need identical masks. Its keep probability resolution is 2**-23.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+Generator = Literal["fast", "jax"]
+GENERATORS: tuple[str, ...] = ("fast", "jax")
+
+THREEFRY_ROUNDS = 13
+_ROTATIONS = (13, 15, 26, 6, 17, 29, 16, 24)  # Threefry-2x32 rotation constants (Skein 1.3 / Random123)
+_KEY_PARITY = 0x1BD11BDA
+_TWO32 = 2**32
+# Largest float32 below 2**32: the clip bound for a traced threshold before converting to uint32.
+_MAX_F32_THRESHOLD = float(np.nextafter(np.float32(_TWO32), np.float32(0)))
+
+
+def threefry2x32(
+    key: tuple[jax.Array, jax.Array],
+    counter: tuple[jax.Array, jax.Array],
+    rounds: int = THREEFRY_ROUNDS,
+) -> tuple[jax.Array, jax.Array]:
+    """The Threefry-2x32 block function on uint32 words, elementwise over broadcastable counters.
+
+    Matches the Random123 reference (its known-answer vectors are in the tests) for any round count; with
+    ``rounds=20`` it equals ``jax.extend.random.threefry_2x32``.
+    """
+    k0, k1 = (jnp.asarray(k, jnp.uint32) for k in key)
+    schedule = (k0, k1, k0 ^ k1 ^ jnp.uint32(_KEY_PARITY))
+    x0 = jnp.asarray(counter[0], jnp.uint32) + k0
+    x1 = jnp.asarray(counter[1], jnp.uint32) + k1
+    for r in range(rounds):
+        rot = _ROTATIONS[r % 8]
+        x0 = x0 + x1
+        x1 = (x1 << jnp.uint32(rot)) | (x1 >> jnp.uint32(32 - rot))
+        x1 = x1 ^ x0
+        if r % 4 == 3:  # key injection after every fourth round
+            s = (r + 1) // 4
+            x0 = x0 + schedule[s % 3]
+            x1 = x1 + schedule[(s + 1) % 3] + jnp.uint32(s)
+    return x0, x1
+
+
+def element_counters(shape: tuple[int, ...]) -> tuple[jax.Array, jax.Array]:
+    """Two uint32 counter words that name every element of ``shape`` uniquely by its global position.
+
+    Built from ``broadcasted_iota`` so the SPMD partitioner gives each shard its global indices. Below 2**32
+    elements the words are (row-major linear index, 0); beyond, the leading axes move into the second word.
+    """
+    split = 0
+    while math.prod(shape[split:]) >= _TWO32:
+        split += 1
+    if math.prod(shape[:split]) >= _TWO32:
+        raise ValueError(f"mask shape {shape} has an axis of 2**32 elements or more; this is not supported.")
+
+    def linear_index(axes: range) -> jax.Array:
+        index = jnp.zeros(shape, jnp.uint32)
+        for axis in axes:
+            index = index * jnp.uint32(shape[axis]) + lax.broadcasted_iota(jnp.uint32, shape, axis)
+        return index
+
+    return linear_index(range(split, len(shape))), linear_index(range(split))
+
+
+def random_bits(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+    """uint32 bits of the fast generator for ``shape``: a pure function of the key and each element's index."""
+    # Two words from JAX's own key derivation: every key implementation (threefry, rbg, legacy uint32[2]) maps to
+    # well-mixed Threefry key words, and related user keys (seeds 0, 1, 2...) give unrelated streams.
+    words = jax.random.bits(key, (2,), jnp.uint32)
+    return threefry2x32((words[0], words[1]), element_counters(shape))[0]
+
+
+def drop_threshold(rate: float | jax.Array) -> np.uint32 | jax.Array:
+    """An element is kept when its 32 random bits are ``>=`` this threshold (``round(rate * 2**32)``)."""
+    if isinstance(rate, float):
+        return np.uint32(min(round(rate * _TWO32), _TWO32 - 1))
+    scaled = jnp.clip(jnp.asarray(rate, jnp.float32) * jnp.float32(_TWO32), 0.0, _MAX_F32_THRESHOLD)
+    return scaled.astype(jnp.uint32)
+
+
+def keep_mask(key: jax.Array, rate: float | jax.Array, shape: tuple[int, ...], generator: Generator) -> jax.Array:
+    """Boolean mask of ``shape``, True with probability ``1 - rate``, drawn from ``key``."""
+    if generator == "jax":
+        return jax.random.bernoulli(key, 1.0 - rate, shape)
+    keep = random_bits(key, shape) >= drop_threshold(rate)
+    if not isinstance(rate, float):
+        # The clipped threshold keeps 2**-24 of elements at a traced rate of exactly 1; drop those too.
+        keep = keep & (rate < 1.0)
+    return keep

@@ -1,0 +1,69 @@
+"""Machinery every mask-based variant shares: applying a keep-mask without storing it, and its scale.
+
+``apply_keep_mask`` wraps the mask-and-scale step in ``jax.checkpoint`` with the ``nothing_saveable`` policy: the
+forward and backward passes each regenerate the mask from the key inside one fused loop, so autodiff keeps only
+the key (and scalars) as residuals, never a mask the size of the input. Unlike a ``custom_vjp`` this keeps
+forward-mode autodiff (``jax.jvp``, ``jax.jacfwd``) working.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+
+def keep_scale(rate: float | jax.Array, inverted: bool) -> float | jax.Array:
+    """The factor applied to kept elements: ``1 / (1 - rate)`` for inverted dropout, 1 for classic dropout.
+
+    Rate 1 gives 0 (every element is dropped; no division by zero, so no NaN in values or gradients). A traced
+    rate outside [0, 1] or NaN cannot raise inside ``jit``; it gives a NaN scale so the mistake shows up in the
+    loss instead of being silently clipped.
+    """
+    if isinstance(rate, float):
+        if not inverted:
+            return 1.0
+        return 0.0 if rate == 1.0 else 1.0 / (1.0 - rate)
+    valid = (rate >= 0.0) & (rate <= 1.0)
+    scale = jnp.where(rate < 1.0, 1.0 / jnp.maximum(1.0 - rate, jnp.finfo(jnp.float32).tiny), 0.0)
+    scale = scale if inverted else jnp.ones_like(rate)
+    return jnp.where(valid, scale, jnp.nan)
+
+
+def compute_dtype(dtype: jnp.dtype) -> jnp.dtype:
+    """Scaling happens in at least float32 and is rounded once to the input dtype (bf16 would round 1/0.9)."""
+    return jnp.promote_types(dtype, jnp.float32)
+
+
+def scale_values(x: jax.Array, scale: float | jax.Array) -> jax.Array:
+    """``x * scale`` computed in ``compute_dtype`` and returned in ``x.dtype``."""
+    return (x.astype(compute_dtype(x.dtype)) * scale).astype(x.dtype)
+
+
+def apply_keep_mask(
+    x: jax.Array,
+    make_keep: Callable[..., jax.Array],
+    *operands: jax.Array,
+    scale: float | jax.Array,
+) -> jax.Array:
+    """``where(keep, x * scale, 0)`` with ``keep = make_keep(*operands)`` broadcast to ``x.shape``.
+
+    ``make_keep`` closes over static configuration (shapes, static rates); ``operands`` are the arrays it needs
+    (the key, traced rates). They and ``scale`` are the only residuals saved for the backward pass. Dropped
+    elements are exactly zero even when ``x`` is inf or NaN there (NaN only if ``scale`` is NaN).
+    """
+
+    def masked(x, operands, scale):
+        keep = jnp.broadcast_to(make_keep(*operands), x.shape)
+        fill = (0.0 * scale).astype(x.dtype)  # 0, or NaN when a traced rate was invalid (see keep_scale)
+        return jnp.where(keep, scale_values(x, scale), fill)
+
+    remat = jax.checkpoint(masked, policy=jax.checkpoint_policies.nothing_saveable)
+    return remat(x, operands, lax.stop_gradient(jnp.asarray(scale, jnp.float32)))
+
+
+def mask_shape(shape: tuple[int, ...], shared_axes: tuple[int, ...]) -> tuple[int, ...]:
+    """``shape`` with every axis in ``shared_axes`` set to 1: one mask value is shared along those axes."""
+    return tuple(1 if axis in shared_axes else size for axis, size in enumerate(shape))
