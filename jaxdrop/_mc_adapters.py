@@ -1,0 +1,108 @@
+"""Turns a plain function, a linen module with its variables, or an nnx module into ``per_sample(key, inputs)``.
+
+Each adapter is split into a hashable static part (function, module definition, flags) and a dynamic part
+(variables, arrays), so ``jaxdrop.mc.predict`` runs under one cached ``jax.jit``. Nothing here broadcasts the
+parameters or inputs over the sample axis: only the dropout keys depend on the sample, so ``vmap`` keeps
+everything before the first dropout unbatched (computed once). Flax is imported only when a Flax model is given.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from jaxdrop import _mc_sampling
+from jaxdrop.keys import fold_in
+
+
+def _is_instance(model: object, module_name: str) -> bool:
+    """True if ``model`` is a ``<module_name>.Module``; never imports Flax (an unimported Flax made no model)."""
+    module = sys.modules.get(module_name)
+    return module is not None and isinstance(model, module.Module)
+
+
+def split_model(
+    model: Any,
+    variables: Any,
+    rng_collection: str,
+    apply_kwargs: Mapping[str, Any] | None,
+    mode_attributes: Mapping[str, Any] | None,
+) -> tuple[tuple, Any]:
+    """``(static, dynamic)`` parts of ``model``; ``bind(static, dynamic)`` gives ``per_sample(key, inputs)``."""
+    kwargs_static, kwargs_dynamic = _mc_sampling.split_static(dict(apply_kwargs or {}))
+    if _is_instance(model, "flax.linen"):
+        if variables is None:
+            raise ValueError(
+                "`variables` is required for a linen module: pass `variables=model.init(...)` "
+                "(the parameters and any other collections)."
+            )
+        return ("linen", model, rng_collection, kwargs_static), (kwargs_dynamic, variables)
+    if variables is not None:
+        raise ValueError(
+            "`variables` is only for linen modules; a plain function or an nnx module carries its "
+            f"own parameters (got a {type(model).__name__})."
+        )
+    if _is_instance(model, "flax.nnx"):
+        return _split_nnx(model, rng_collection, kwargs_static, kwargs_dynamic, mode_attributes)
+    if not callable(model):
+        raise TypeError(
+            f"`model` must be a function `fn(key, inputs)`, a flax linen module or a flax nnx module; "
+            f"got {type(model).__name__}."
+        )
+    return ("function", model, kwargs_static), kwargs_dynamic
+
+
+def _split_nnx(model, rng_collection, kwargs_static, kwargs_dynamic, mode_attributes):
+    from flax import nnx
+
+    # nnx resolves a missing stream to "default" (``Rngs.__getitem__``), so a Dropout built from ``Rngs(0)``
+    # holds a stream tagged "default": both tags must be re-keyed or every sample would share one mask.
+    streams = nnx.Any(nnx.WithTag(rng_collection), nnx.WithTag("default"))
+    graphdef, stream_keys, stream_counts, rest = nnx.split(
+        model, nnx.All(nnx.RngKey, streams), nnx.All(nnx.RngCount, streams), ...
+    )
+    if not jax.tree.leaves(stream_keys):
+        raise ValueError(
+            f"The nnx module has no RNG stream tagged {rng_collection!r} (or 'default'), so every MC sample would "
+            f"be identical. Build its Dropout layers with `rngs=nnx.Rngs(..., {rng_collection}=seed)`, pass "
+            f"`rng_collection=` the stream it uses, or pass a function `fn(key, inputs)` instead."
+        )
+    attributes = {"deterministic": False} if mode_attributes is None else dict(mode_attributes)
+    static = ("nnx", graphdef, tuple(sorted(attributes.items())), kwargs_static)
+    return static, (kwargs_dynamic, (stream_keys, stream_counts, rest))
+
+
+def bind(static: tuple, dynamic: Any) -> Callable[[jax.Array, Any], Any]:
+    """The per-sample function ``(key, inputs) -> outputs`` of a model split by ``split_model``."""
+    kind = static[0]
+    if kind == "function":
+        _, fn, kwargs_static = static
+        kwargs = _mc_sampling.join_static(kwargs_static, dynamic)
+        return lambda key, inputs: fn(key, inputs, **kwargs)
+    if kind == "linen":
+        _, module, rng_collection, kwargs_static = static
+        kwargs_dynamic, variables = dynamic
+        kwargs = _mc_sampling.join_static(kwargs_static, kwargs_dynamic)
+        return lambda key, inputs: module.apply(variables, inputs, rngs={rng_collection: key}, **kwargs)
+    _, graphdef, attributes, kwargs_static = static
+    kwargs_dynamic, (stream_keys, stream_counts, rest) = dynamic
+    kwargs = _mc_sampling.join_static(kwargs_static, kwargs_dynamic)
+
+    def per_sample(key: jax.Array, inputs: Any) -> Any:
+        from flax import nnx
+
+        # Each stream gets its own key from the sample key and the stream's path; counts restart at 0. The
+        # parameters are untouched (unbatched), and the user's module is never mutated.
+        if not jnp.issubdtype(key.dtype, jax.dtypes.prng_key):  # legacy uint32[2] key; nnx stores typed keys
+            key = jax.random.wrap_key_data(key)
+        keys = jax.tree_util.tree_map_with_path(lambda path, _: fold_in(key, jax.tree_util.keystr(path)), stream_keys)
+        counts = jax.tree.map(jnp.zeros_like, stream_counts)
+        module = nnx.merge(graphdef, keys, counts, rest)
+        module.set_attributes(**dict(attributes), raise_if_not_found=False)
+        return module(inputs, **kwargs)
+
+    return per_sample

@@ -1,0 +1,178 @@
+"""Monte Carlo dropout: many stochastic passes in one ``vmap``, chunked, sharded and summarised in bounded memory.
+
+MC dropout (Gal & Ghahramani 2016, "Dropout as a Bayesian Approximation: Representing Model Uncertainty in Deep
+Learning", ICML) keeps dropout on at prediction time and averages ``T`` stochastic passes; their spread is the
+model's uncertainty.
+
+- :func:`sample`: the raw samples of any ``fn(key, *args)``, sample axis first.
+- :func:`predict`: a plain function, a linen module with its variables, or an nnx module, summarised as a
+  :class:`ClassificationPrediction` or :class:`RegressionPrediction`. With ``chunk_size`` the summaries are
+  accumulated chunk by chunk, so ``T = 10_000`` needs the memory of one chunk.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import numbers
+from collections.abc import Callable, Mapping
+from typing import Any, Literal
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxdrop import _checks, _mc_adapters, _mc_sampling
+from jaxdrop._mc_sampling import sample
+from jaxdrop._mc_stats import ClassificationPrediction, ClassificationStats, RegressionPrediction, RegressionStats
+
+__all__ = ["ClassificationPrediction", "RegressionPrediction", "predict", "sample"]
+
+TASKS = ("classification", "regression")
+OUTPUTS = ("logits", "probs")
+
+
+def _positive_scalar(value: jax.typing.ArrayLike, name: str) -> jax.Array:
+    if isinstance(value, bool) or (
+        _checks.is_static(value) and not isinstance(value, (numbers.Real, np.ndarray, np.generic, jax.Array))
+    ):
+        raise TypeError(f"`{name}` must be a positive real number; got {value!r}.")
+    if jnp.ndim(value) != 0:
+        raise ValueError(f"`{name}` must be a scalar; got an array of shape {jnp.shape(value)}.")
+    if _checks.is_static(value) and not float(value) > 0.0:  # also rejects NaN
+        raise ValueError(f"`{name}` must be > 0; got {float(value)}.")
+    return jnp.asarray(value, jnp.float32)
+
+
+def _predict_impl(static: tuple, dynamic: tuple) -> ClassificationPrediction | RegressionPrediction:
+    model_static, num_samples, chunk_size, task, outputs, heteroscedastic, return_samples, mesh, mesh_axis = static
+    model_dynamic, inputs, key, labels, targets, tau, target_mean, target_std = dynamic
+    per_sample_fn = _mc_adapters.bind(model_static, model_dynamic)
+    if task == "classification":
+        reducer = ClassificationStats(outputs=outputs, labels=labels)
+    else:
+        reducer = RegressionStats(heteroscedastic, tau, targets, target_mean, target_std)
+
+    def per_sample(sample_key: jax.Array) -> Any:
+        return per_sample_fn(sample_key, inputs)
+
+    if not return_samples:
+        return _mc_sampling.run(per_sample, key, num_samples, chunk_size, reducer, mesh, mesh_axis)
+    samples = _mc_sampling.run(per_sample, key, num_samples, chunk_size, None, mesh, mesh_axis)
+    summary = reducer.finalize(reducer.update(reducer.init(jax.eval_shape(lambda: samples)), samples), num_samples)
+    return dataclasses.replace(summary, samples=samples)
+
+
+def predict(
+    model: Callable[..., Any] | Any,
+    inputs: Any,
+    *,
+    key: jax.Array,
+    num_samples: int,
+    task: Literal["classification", "regression"] = "classification",
+    variables: Any = None,
+    chunk_size: int | None = None,
+    labels: jax.typing.ArrayLike | None = None,
+    targets: jax.typing.ArrayLike | None = None,
+    tau: jax.typing.ArrayLike | None = None,
+    heteroscedastic: bool = False,
+    target_mean: jax.typing.ArrayLike = 0.0,
+    target_std: jax.typing.ArrayLike = 1.0,
+    outputs: Literal["logits", "probs"] = "logits",
+    return_samples: bool = False,
+    rng_collection: str = "dropout",
+    apply_kwargs: Mapping[str, Any] | None = None,
+    mode_attributes: Mapping[str, Any] | None = None,
+    mesh: jax.sharding.Mesh | None = None,
+    mesh_axis: str | None = None,
+) -> ClassificationPrediction | RegressionPrediction:
+    """MC-dropout prediction (Gal & Ghahramani 2016): ``num_samples`` stochastic passes, summarised.
+
+    Three kinds of model are accepted, each with dropout on, parameters shared by every sample and one dropout key
+    per sample (``jaxdrop.fold_in(key, i)`` for sample ``i``, whatever the chunking):
+
+    - a function ``fn(key, inputs, **apply_kwargs)``;
+    - a ``flax.linen`` module with ``variables``: ``model.apply(variables, inputs, rngs={rng_collection: key_i},
+      **apply_kwargs)``; turn its dropout on through ``apply_kwargs`` (e.g. ``{"train": True}``);
+    - a ``flax.nnx`` module: every RNG stream tagged ``rng_collection`` (or ``"default"``) gets a per-sample key
+      and every sub-module's ``mode_attributes`` (default ``{"deterministic": False}``) are set on a copy; the
+      module itself (its RNG counts included) is left untouched, so a fixed ``key`` gives a fixed result.
+
+    With ``chunk_size``, the summaries are accumulated chunk by chunk (sums, a Chan et al. merge for the variance
+    and a running ``logsumexp`` for log-likelihoods): memory is that of one chunk, whatever ``num_samples``.
+    Runs under one cached ``jax.jit`` (arrays traced, other arguments static).
+
+    Args:
+      model: the function or module, as above.
+      inputs: the model's input (any pytree), shared by every sample.
+      key: a typed or legacy PRNG key.
+      num_samples: number of MC samples ``T >= 1`` (Gal & Ghahramani use 10,000 for regression, 50-100 is common).
+      task: ``"classification"`` (outputs on the last axis are classes) or ``"regression"``.
+      variables: a linen module's variables (``model.init(...)``); only for linen.
+      chunk_size: samples evaluated at once (see :func:`sample`); ``None``: all at once.
+      labels: integer class labels (the batch shape), for the per-example NLL of the predictive mean.
+      targets: regression targets in original units (one prediction's shape), for the test log-likelihood.
+      tau: model precision (inverse observation noise variance, in original units): aleatoric variance ``1/tau``.
+      heteroscedastic: the model returns ``(mean, log_variance)``; aleatoric variance is ``mean_t exp(log_var_t)``.
+      target_mean, target_std: statistics the targets were standardised with; samples are mapped back to
+        original units (``y * target_std + target_mean``) before every regression summary.
+      outputs: whether a classifier returns ``"logits"`` (default, normalised with ``log_softmax``) or
+        ``"probs"``.
+      return_samples: also return the raw samples (memory then grows with ``num_samples``).
+      rng_collection: the dropout RNG collection (linen) or stream tag (nnx).
+      apply_kwargs: extra keyword arguments of the call (``train=True``, ``deterministic=False``, ...).
+      mode_attributes: nnx only: attributes set on every sub-module that has them to turn dropout on.
+      mesh, mesh_axis: split the samples over a device mesh axis (see :func:`sample`).
+
+    Returns:
+      A :class:`ClassificationPrediction` or :class:`RegressionPrediction` (a pytree).
+
+    Raises:
+      TypeError: a bad ``model``, ``key``, ``num_samples``/``chunk_size`` type, or an output that is not the
+        expected array (pair of arrays for a heteroscedastic head).
+      ValueError: ``num_samples < 1``, ``chunk_size < 1``, unknown ``task``/``outputs``, ``tau``/``target_std``
+        not positive, ``labels``/``targets`` whose shape does not match the predictions, ``targets`` without a
+        noise model, missing linen ``variables``, an nnx module without dropout streams.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, jaxdrop
+      >>> w = jnp.array([[1.0, -1.0], [0.5, 0.5]])
+      >>> def classifier(key, x):
+      ...     return jaxdrop.dropout(x, 0.5, key=key) @ w
+      >>> x = jnp.ones((3, 2))
+      >>> result = jaxdrop.mc.predict(classifier, x, key=jax.random.key(0), num_samples=100, chunk_size=32)
+      >>> result.probs.shape, result.mutual_information.shape
+      ((3, 2), (3,))
+      >>> bool(jnp.allclose(result.probs.sum(-1), 1.0)) and bool((result.mutual_information > 0).all())
+      True
+    """
+    num_samples = _mc_sampling.positive_int(num_samples, "num_samples")
+    chunk = _mc_sampling.chunk_length(chunk_size, num_samples)
+    _checks.choice(task, TASKS, "task")
+    _checks.choice(outputs, OUTPUTS, "outputs")
+    heteroscedastic = _checks.static_bool(heteroscedastic, "heteroscedastic")
+    return_samples = _checks.static_bool(return_samples, "return_samples")
+    mesh_axis = _mc_sampling.check_mesh(mesh, mesh_axis)
+    key = _checks.key(key)
+    if task == "classification":
+        if targets is not None or tau is not None or heteroscedastic:
+            raise ValueError(
+                "`targets`, `tau` and `heteroscedastic` are regression options; for "
+                "task='classification' pass `labels`."
+            )
+        if labels is not None:
+            labels = jnp.asarray(labels)
+            if not jnp.issubdtype(labels.dtype, jnp.integer):
+                raise TypeError(f"`labels` must be integer class indices; got dtype {labels.dtype}.")
+    elif labels is not None:
+        raise ValueError("`labels` is a classification option; for task='regression' pass `targets`.")
+    if targets is not None:
+        targets = _checks.floating_array(targets, "targets")
+    tau = None if tau is None else _positive_scalar(tau, "tau")
+    target_std = _positive_scalar(target_std, "target_std")
+    target_mean = jnp.asarray(target_mean, jnp.float32)
+    model_static, model_dynamic = _mc_adapters.split_model(
+        model, variables, rng_collection, apply_kwargs, mode_attributes
+    )
+    static = (model_static, num_samples, chunk, task, outputs, heteroscedastic, return_samples, mesh, mesh_axis)
+    dynamic = (model_dynamic, inputs, key, labels, targets, tau, target_mean, target_std)
+    return _mc_sampling.call_jitted(_predict_impl, static, dynamic)
