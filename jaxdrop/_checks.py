@@ -73,8 +73,10 @@ def axes(value: int | Iterable[int], ndim: int, name: str) -> tuple[int, ...]:
         if not isinstance(axis, numbers.Integral) or isinstance(axis, bool):
             raise TypeError(f"`{name}` must contain integers; got {axis!r}.")
         if not -ndim <= axis < ndim:
-            raise ValueError(f"`{name}` entry {axis} is out of range for an input of rank {ndim}; "
-                             f"accepted range is [{-ndim}, {ndim - 1}].")
+            raise ValueError(
+                f"`{name}` entry {axis} is out of range for an input of rank {ndim}; "
+                f"accepted range is [{-ndim}, {ndim - 1}]."
+            )
         out.append(int(axis) % ndim)
     if len(set(out)) != len(out):
         raise ValueError(f"`{name}` has repeated axes: {tuple(items)}.")
@@ -96,17 +98,53 @@ def key(value: object, name: str = "key") -> jax.Array:
         )
     if isinstance(value, jax.Array) and jnp.issubdtype(value.dtype, jax.dtypes.prng_key):
         if value.ndim != 0:
-            raise ValueError(f"`{name}` must be a single key (shape ()), got a batch of shape {value.shape}; "
-                             f"use `jax.vmap` to map over keys.")
+            raise ValueError(
+                f"`{name}` must be a single key (shape ()), got a batch of shape {value.shape}; "
+                f"use `jax.vmap` to map over keys."
+            )
         return value
     try:
         arr = jnp.asarray(value)
     except TypeError as err:
-        raise TypeError(f"`{name}` must be a PRNG key from `jax.random.key` or `jax.random.PRNGKey`; "
-                        f"got {type(value).__name__}.") from err
+        raise TypeError(
+            f"`{name}` must be a PRNG key from `jax.random.key` or `jax.random.PRNGKey`; got {type(value).__name__}."
+        ) from err
     if arr.dtype != jnp.uint32 or arr.shape != (2,):
         raise TypeError(
             f"`{name}` must be a PRNG key: a typed key from `jax.random.key(seed)` or a legacy uint32[2] key "
             f"from `jax.random.PRNGKey(seed)`; got an array of dtype {arr.dtype} and shape {arr.shape}."
         )
     return arr
+
+
+def non_negative(value: jax.typing.ArrayLike, name: str, *, strict: bool = False) -> float | jax.Array:
+    """Validates a scalar ``>= 0`` (``> 0`` when ``strict``): a noise scale, a temperature, a regulariser weight.
+
+    Like ``probability``: a Python float when static, otherwise the traced scalar as a float32 array (a traced
+    value cannot raise inside ``jit``).
+    """
+    bound = "> 0" if strict else ">= 0"
+    if is_static(value):
+        arr = np.asarray(value)
+        if arr.ndim != 0:
+            raise ValueError(f"`{name}` must be a scalar {bound}; got an array of shape {arr.shape}.")
+        if arr.dtype == bool or not np.issubdtype(arr.dtype, np.number):
+            raise TypeError(f"`{name}` must be a real number {bound}; got {value!r}.")
+        out = float(arr)
+        if not (out > 0.0 if strict else out >= 0.0) or out == float("inf"):  # also rejects NaN
+            raise ValueError(f"`{name}` must be a finite number {bound}; got {out}.")
+        return out
+    if jnp.ndim(value) != 0:
+        raise ValueError(f"`{name}` must be a scalar {bound}; got a traced array of shape {jnp.shape(value)}.")
+    if not jnp.issubdtype(jnp.result_type(value), jnp.floating):
+        raise TypeError(f"`{name}` must be a floating-point scalar {bound}; got dtype {jnp.result_type(value)}.")
+    return jnp.asarray(value, jnp.float32)
+
+
+def positive_int(value: object, name: str) -> int:
+    """Validates a static integer ``>= 1`` (a block size, a depth, a feature count)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"`{name}` must be a positive Python int; got {value!r}.")
+    if value < 1:
+        raise ValueError(f"`{name}` must be >= 1; got {value}.")
+    return int(value)

@@ -64,22 +64,24 @@ def threefry2x32(
     return x0, x1
 
 
-def element_counters(shape: tuple[int, ...]) -> tuple[jax.Array, jax.Array]:
+def element_counters(shape: tuple[int, ...], _word_limit: int = _TWO32) -> tuple[jax.Array, jax.Array]:
     """Two uint32 counter words that name every element of ``shape`` uniquely by its global position.
 
     Built from ``broadcasted_iota`` so the SPMD partitioner gives each shard its global indices. Below 2**32
     elements the words are (row-major linear index, 0); beyond, the leading axes move into the second word.
+    (``_word_limit`` exists so tests can exercise the split on small shapes.)
     """
     split = 0
-    while math.prod(shape[split:]) >= _TWO32:
+    while math.prod(shape[split:]) >= _word_limit:
         split += 1
-    if math.prod(shape[:split]) >= _TWO32:
+    if math.prod(shape[:split]) >= _word_limit:
         raise ValueError(f"mask shape {shape} has an axis of 2**32 elements or more; this is not supported.")
 
     def linear_index(axes: range) -> jax.Array:
         index = jnp.zeros(shape, jnp.uint32)
-        for axis in axes:
-            index = index * jnp.uint32(shape[axis]) + lax.broadcasted_iota(jnp.uint32, shape, axis)
+        for position, axis in enumerate(axes):
+            iota = lax.broadcasted_iota(jnp.uint32, shape, axis)
+            index = iota if position == 0 else index * jnp.uint32(shape[axis]) + iota
         return index
 
     return linear_index(range(split, len(shape))), linear_index(range(split))

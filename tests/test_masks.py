@@ -1,0 +1,148 @@
+"""The mask generators: known-answer vectors, counters, thresholds, keep rate and independence."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import binomial_bound
+from jax.extend.random import threefry_2x32
+
+from jaxdrop import _masks
+
+# Random123 tests/kat_vectors: rounds, counter (2 words), key (2 words), expected output (2 words).
+KAT = [
+    (13, (0x00000000, 0x00000000), (0x00000000, 0x00000000), (0x9D1C5EC6, 0x8BD50731)),
+    (13, (0xFFFFFFFF, 0xFFFFFFFF), (0xFFFFFFFF, 0xFFFFFFFF), (0xFD36D048, 0x2D17272C)),
+    (13, (0x243F6A88, 0x85A308D3), (0x13198A2E, 0x03707344), (0xBA3E4725, 0xF27D669E)),
+    (20, (0x00000000, 0x00000000), (0x00000000, 0x00000000), (0x6B200159, 0x99BA4EFE)),
+    (20, (0xFFFFFFFF, 0xFFFFFFFF), (0xFFFFFFFF, 0xFFFFFFFF), (0x1CB996FC, 0xBB002BE7)),
+    (20, (0x243F6A88, 0x85A308D3), (0x13198A2E, 0x03707344), (0xC4923A9C, 0x483DF7A0)),
+]
+
+
+@pytest.mark.parametrize(("rounds", "counter", "key", "expected"), KAT)
+def test_threefry_known_answers(rounds, counter, key, expected):
+    words = [jnp.uint32(v) for v in key]
+    out = _masks.threefry2x32((words[0], words[1]), tuple(jnp.uint32(v) for v in counter), rounds)
+    assert tuple(int(v) for v in out) == expected
+
+
+def test_threefry_20_rounds_equals_jax_primitive(rng):
+    key_words = rng.integers(0, 2**32, size=2, dtype=np.uint32)
+    counters = rng.integers(0, 2**32, size=(2, 1000), dtype=np.uint32)
+    ours = _masks.threefry2x32((key_words[0], key_words[1]), (counters[0], counters[1]), rounds=20)
+    theirs = threefry_2x32(jnp.asarray(key_words), jnp.asarray(counters.ravel()))
+    np.testing.assert_array_equal(np.concatenate([ours[0], ours[1]]), np.asarray(theirs))
+
+
+@pytest.mark.parametrize("shape", [(7,), (3, 5), (2, 3, 4), (1, 1, 6)])
+def test_element_counters_are_row_major_indices(shape):
+    low, high = _masks.element_counters(shape)
+    np.testing.assert_array_equal(low, np.arange(np.prod(shape)).reshape(shape))
+    np.testing.assert_array_equal(high, 0)
+
+
+def test_element_counters_split_large_shapes():
+    # Beyond the word limit the leading axes move into the high word; pairs stay unique.
+    low, high = _masks.element_counters((3, 4, 8), _word_limit=16)
+    pairs = set(zip(np.asarray(low).ravel().tolist(), np.asarray(high).ravel().tolist(), strict=True))
+    assert len(pairs) == 3 * 4 * 8
+    assert int(low.max()) < 16 and int(high.max()) < 16
+    # at the real limit, a 2**33-element mask traces with both words
+    low, high = jax.eval_shape(lambda: _masks.element_counters((4, 2**31)))
+    assert low.shape == high.shape == (4, 2**31)
+
+
+def test_static_threshold_is_rounded_rate():
+    for rate in [0.0, 1e-9, 0.1, 0.25, 0.5, 0.9, 1 - 1e-12]:
+        assert int(_masks.drop_threshold(rate)) == min(round(rate * 2**32), 2**32 - 1)
+
+
+def test_traced_threshold_matches_static_within_float32():
+    for rate in [0.1, 0.3, 0.5, 0.77]:
+        traced = int(jax.jit(_masks.drop_threshold)(jnp.float32(rate)))
+        assert abs(traced - int(_masks.drop_threshold(rate))) <= 2**32 * 6e-8
+
+
+@pytest.mark.parametrize("generator", _masks.GENERATORS)
+@pytest.mark.parametrize("rate", [0.001, 0.05, 0.1, 0.3, 0.5, 0.7, 0.9, 0.99])
+def test_keep_rate_within_binomial_bound(generator, rate):
+    n = 200_000
+    for seed in range(3):
+        keep = _masks.keep_mask(jax.random.key(seed), rate, (n,), generator)
+        assert abs(float(keep.mean()) - (1 - rate)) < binomial_bound(n, 1 - rate)
+
+
+@pytest.mark.parametrize("generator", _masks.GENERATORS)
+def test_keep_rate_with_traced_rate(generator):
+    n = 200_000
+    rates = jnp.array([0.0, 0.2, 0.5, 0.8, 1.0])
+    fractions = jax.jit(jax.vmap(lambda r: _masks.keep_mask(jax.random.key(1), r, (n,), generator).mean()))(rates)
+    for rate, fraction in zip(rates.tolist(), fractions.tolist(), strict=True):
+        assert abs(fraction - (1 - rate)) < binomial_bound(n, 1 - rate)
+    assert fractions[0] == 1.0 and fractions[-1] == 0.0  # exact at both ends
+
+
+def test_jax_generator_equals_bernoulli():
+    key = jax.random.key(5)
+    for rate in [0.1, 0.5, 0.83]:
+        ours = _masks.keep_mask(key, rate, (64, 33), "jax")
+        np.testing.assert_array_equal(ours, jax.random.bernoulli(key, 1.0 - rate, (64, 33)))
+
+
+def _correlation(a, b):
+    a = np.asarray(a, np.float64).ravel()
+    b = np.asarray(b, np.float64).ravel()
+    return np.corrcoef(a, b)[0, 1]
+
+
+def test_masks_independent_across_keys_and_fold_in():
+    n, rate = 100_000, 0.5
+    bound = 4.0 / np.sqrt(n)
+    root = jax.random.key(0)
+    # (JAX itself makes fold_in(root, i) equal split(root)[i], so split a different root.)
+    keys = [root, jax.random.key(1), jax.random.key(2), jax.random.fold_in(root, 0), jax.random.fold_in(root, 1)]
+    keys += list(jax.random.split(jax.random.key(5), 3))
+    masks = [_masks.keep_mask(k, rate, (n,), "fast") for k in keys]
+    for i in range(len(masks)):
+        for j in range(i + 1, len(masks)):
+            assert not np.array_equal(masks[i], masks[j])
+            assert abs(_correlation(masks[i], masks[j])) < bound
+            # not a shifted copy: the best alignment over small shifts is still uncorrelated
+            for shift in (1, 2, 7):
+                assert abs(_correlation(masks[i][shift:], masks[j][:-shift])) < bound
+
+
+def test_adjacent_elements_uncorrelated():
+    n = 400_000
+    mask = np.asarray(_masks.keep_mask(jax.random.key(3), 0.5, (n,), "fast"))
+    bound = 4.0 / np.sqrt(n)
+    for lag in (1, 2, 3, 64, 1024):
+        assert abs(_correlation(mask[lag:], mask[:-lag])) < bound
+    # runs test (Wald-Wolfowitz): the number of runs of a fair 0/1 sequence
+    runs = 1 + np.count_nonzero(mask[1:] != mask[:-1])
+    p = mask.mean()
+    expected = 1 + 2 * n * p * (1 - p)
+    assert abs(runs - expected) < 4 * np.sqrt(2 * n * p * (1 - p))
+
+
+def test_raw_bits_uniform_per_bit_position():
+    bits = np.asarray(_masks.random_bits(jax.random.key(9), (100_000,)))
+    n = bits.size
+    for position in range(32):
+        ones = np.count_nonzero((bits >> position) & 1)
+        assert abs(ones / n - 0.5) < 4 * 0.5 / np.sqrt(n), position
+
+
+def test_same_key_and_shape_reproduce():
+    key = jax.random.key(7)
+    jitted = jax.jit(_masks.keep_mask, static_argnums=(2, 3))
+    np.testing.assert_array_equal(_masks.keep_mask(key, 0.3, (100,), "fast"), jitted(key, 0.3, (100,), "fast"))
+
+
+def test_legacy_and_typed_keys_both_work():
+    typed = _masks.keep_mask(jax.random.key(0), 0.5, (1000,), "fast")
+    legacy = _masks.keep_mask(jax.random.PRNGKey(0), 0.5, (1000,), "fast")
+    np.testing.assert_array_equal(typed, legacy)  # the same key data gives the same mask
+    rbg = _masks.keep_mask(jax.random.key(0, impl="rbg"), 0.5, (1000,), "fast")
+    assert 0.4 < float(rbg.mean()) < 0.6
