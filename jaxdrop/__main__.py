@@ -17,18 +17,25 @@ def _info(argv: list[str]) -> int:
 
     import jaxdrop
 
-    print(f"jaxdrop {jaxdrop.__version__}, jax {jax.__version__}, backend {jax.default_backend()}, "
-          f"devices {jax.devices()}")
-    print(f"default generator: Threefry-2x32-{jaxdrop.THREEFRY_ROUNDS} fused on element indices; "
-          f"generators: {', '.join(jaxdrop.GENERATORS)}")
+    print(
+        f"jaxdrop {jaxdrop.__version__}, jax {jax.__version__}, backend {jax.default_backend()}, "
+        f"devices {jax.devices()}"
+    )
+    print(
+        f"default generator: Threefry-2x32-{jaxdrop.THREEFRY_ROUNDS} fused on element indices; "
+        f"generators: {', '.join(jaxdrop.GENERATORS)}"
+    )
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = argparse.ArgumentParser(prog="python -m jaxdrop", description="jaxdrop command line")
-    parser.add_argument("command", choices=[*_COMMANDS, "info"],
-                        help="; ".join(f"{name}: {text}" for name, (_, text) in _COMMANDS.items()))
+    parser.add_argument(
+        "command",
+        choices=[*_COMMANDS, "info"],
+        help="; ".join(f"{name}: {text}" for name, (_, text) in _COMMANDS.items()),
+    )
     if not argv or argv[0] in ("-h", "--help"):
         parser.print_help()
         return 0 if argv else 2
