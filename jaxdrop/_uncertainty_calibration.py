@@ -1,0 +1,210 @@
+"""Calibration of predictive probabilities: NLL, Brier score, expected calibration error and reliability diagrams.
+
+ECE and reliability diagrams follow Guo et al. 2017 ("On Calibration of Modern Neural Networks", ICML): the
+top-1 confidence is binned, and each bin's accuracy is compared with its mean confidence. Equal-mass bins
+(``binning="quantile"``) hold the same number of examples each (Nixon et al. 2019, "Measuring Calibration in
+Deep Learning").
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from jaxdrop import _checks, _stats
+from jaxdrop import _uncertainty_checks as checks
+
+BINNINGS = ("uniform", "quantile")
+
+
+def _probs_and_labels(probs: jax.typing.ArrayLike, labels: jax.typing.ArrayLike) -> tuple[jax.Array, jax.Array]:
+    probs = _stats.as_float(checks.probabilities(probs))
+    return probs, checks.labels(labels, probs.shape[:-1], probs.shape[-1])
+
+
+def nll(probs: jax.typing.ArrayLike, labels: jax.typing.ArrayLike) -> jax.Array:
+    """Mean negative log-likelihood ``-log p[label]`` (nats); a zero probability counts as ``-log(tiny)``, finite.
+
+    Args:
+      probs: ``(*batch, num_classes)`` predictive probabilities.
+      labels: ``(*batch,)`` integer labels.
+
+    Returns:
+      A float32 scalar (``sklearn.metrics.log_loss`` without its clipping).
+
+    Example:
+      >>> import jax.numpy as jnp, jaxdrop
+      >>> round(float(jaxdrop.uncertainty.nll(jnp.array([[0.5, 0.5], [0.25, 0.75]]), jnp.array([0, 1]))), 4)
+      0.4904
+    """
+    probs, labels = _probs_and_labels(probs, labels)
+    label_probs = jnp.take_along_axis(probs, labels[..., None], axis=-1)[..., 0]
+    return -jnp.log(jnp.maximum(label_probs, jnp.finfo(jnp.float32).tiny)).mean()
+
+
+def brier_score(probs: jax.typing.ArrayLike, labels: jax.typing.ArrayLike) -> jax.Array:
+    """Mean over examples of ``sum_c (p_c - 1[c == label])**2`` (Brier 1950), in ``[0, 2]``.
+
+    For two classes this is twice ``sklearn.metrics.brier_score_loss`` on the positive class.
+
+    Example:
+      >>> import jax.numpy as jnp, jaxdrop
+      >>> jaxdrop.uncertainty.brier_score(jnp.array([[0.75, 0.25]]), jnp.array([0])).tolist()
+      0.125
+    """
+    probs, labels = _probs_and_labels(probs, labels)
+    one_hot = jax.nn.one_hot(labels, probs.shape[-1], dtype=probs.dtype)
+    return jnp.square(probs - one_hot).sum(-1).mean()
+
+
+class ReliabilityDiagram(NamedTuple):
+    """Per-bin calibration data (a pytree): plot ``accuracy`` against ``confidence``.
+
+    Attributes:
+      bin_edges: ``(num_bins + 1,)`` confidence edges (for equal-mass bins, the confidences at the splits).
+      confidence: ``(num_bins,)`` mean top-1 confidence per bin; NaN for an empty bin.
+      accuracy: ``(num_bins,)`` fraction correct per bin; NaN for an empty bin.
+      counts: ``(num_bins,)`` int32 examples per bin.
+    """
+
+    bin_edges: jax.Array
+    confidence: jax.Array
+    accuracy: jax.Array
+    counts: jax.Array
+
+
+def reliability_diagram(
+    probs: jax.typing.ArrayLike,
+    labels: jax.typing.ArrayLike,
+    num_bins: int = 15,
+    binning: Literal["uniform", "quantile"] = "uniform",
+) -> ReliabilityDiagram:
+    """Bins the top-1 confidence and reports each bin's mean confidence and accuracy (Guo et al. 2017).
+
+    ``"uniform"``: ``num_bins`` equal-width bins ``(k/B, (k+1)/B]`` (confidence 0 goes to the first).
+    ``"quantile"``: equal-mass bins: examples sorted by confidence (ties by index) are split into ``num_bins``
+    groups whose sizes differ by at most one. ``num_bins`` and ``binning`` are static.
+
+    Args:
+      probs: ``(n, num_classes)`` predictive probabilities.
+      labels: ``(n,)`` integer labels.
+      num_bins: number of bins, >= 1.
+      binning: ``"uniform"`` or ``"quantile"``.
+
+    Returns:
+      A :class:`ReliabilityDiagram`.
+
+    Example:
+      >>> import jax.numpy as jnp, jaxdrop
+      >>> probs = jnp.array([[0.9, 0.1], [0.6, 0.4], [0.3, 0.7]])
+      >>> diagram = jaxdrop.uncertainty.reliability_diagram(probs, jnp.array([0, 1, 1]), num_bins=2)
+      >>> diagram.counts.tolist(), [round(a, 4) for a in diagram.accuracy.tolist()]
+      ([0, 3], [nan, 0.6667])
+    """
+    probs, labels = _probs_and_labels(probs, labels)
+    if probs.ndim != 2:
+        raise ValueError(f"`probs` must have shape (num_examples, num_classes); got {probs.shape}.")
+    num_bins = checks.int_in_range(num_bins, "num_bins", 1, 2**31 - 1)
+    _checks.choice(binning, BINNINGS, "binning")
+    num_examples = probs.shape[0]
+    confidence = probs.max(-1)
+    correct = (jnp.argmax(probs, -1) == labels).astype(jnp.float32)
+    if binning == "uniform":
+        bins = jnp.clip(jnp.ceil(confidence * num_bins).astype(jnp.int32) - 1, 0, num_bins - 1)
+        edges = jnp.linspace(0.0, 1.0, num_bins + 1)
+    else:
+        order = jnp.argsort(confidence, stable=True)
+        ranks = jnp.zeros(num_examples, jnp.int32).at[order].set(jnp.arange(num_examples, dtype=jnp.int32))
+        bins = (ranks * num_bins) // num_examples
+        # First rank of bin k is ceil(k * n / B); an empty bin (n < B) repeats its neighbour's edge.
+        starts = -((-jnp.arange(num_bins) * num_examples) // num_bins)
+        ordered = confidence[order]
+        edges = jnp.concatenate([ordered[jnp.minimum(starts, num_examples - 1)], ordered[-1:]])
+    counts = jax.ops.segment_sum(jnp.ones_like(confidence), bins, num_segments=num_bins)
+    sum_confidence = jax.ops.segment_sum(confidence, bins, num_segments=num_bins)
+    sum_correct = jax.ops.segment_sum(correct, bins, num_segments=num_bins)
+    safe = jnp.maximum(counts, 1.0)
+    empty = counts == 0
+    return ReliabilityDiagram(
+        bin_edges=edges,
+        confidence=jnp.where(empty, jnp.nan, sum_confidence / safe),
+        accuracy=jnp.where(empty, jnp.nan, sum_correct / safe),
+        counts=counts.astype(jnp.int32),
+    )
+
+
+def expected_calibration_error(
+    probs: jax.typing.ArrayLike,
+    labels: jax.typing.ArrayLike,
+    num_bins: int = 15,
+    binning: Literal["uniform", "quantile"] = "uniform",
+) -> jax.Array:
+    """ECE: ``sum_b (n_b / n) |accuracy_b - confidence_b|`` over the bins of :func:`reliability_diagram`.
+
+    Args:
+      probs: ``(n, num_classes)`` predictive probabilities.
+      labels: ``(n,)`` integer labels.
+      num_bins: number of bins, >= 1 (static). 15 as in Guo et al. 2017.
+      binning: ``"uniform"`` (equal width) or ``"quantile"`` (equal mass); static.
+
+    Returns:
+      A float32 scalar in ``[0, 1]``.
+
+    Raises:
+      ValueError: ``probs`` are not probabilities, shapes do not match, ``num_bins < 1``, unknown ``binning``.
+
+    Example:
+      >>> import jax.numpy as jnp, jaxdrop
+      >>> probs = jnp.array([[0.9, 0.1], [0.6, 0.4], [0.3, 0.7]])
+      >>> ece = jaxdrop.uncertainty.expected_calibration_error(probs, jnp.array([0, 1, 1]), num_bins=2)
+      >>> round(float(ece), 4)  # one bin, mean confidence 0.7333, accuracy 0.6667
+      0.0667
+    """
+    diagram = reliability_diagram(probs, labels, num_bins, binning)
+    weights = diagram.counts / diagram.counts.sum()
+    gaps = jnp.abs(diagram.accuracy - diagram.confidence)
+    return jnp.where(diagram.counts > 0, weights * gaps, 0.0).sum()
+
+
+def plot_reliability_diagram(diagram: ReliabilityDiagram, ax: Any = None, label: str | None = None) -> Any:
+    """Draws a reliability diagram (accuracy per bin vs the diagonal) with matplotlib (an optional dependency).
+
+    Args:
+      diagram: from :func:`reliability_diagram`.
+      ax: a matplotlib ``Axes``; a new figure is made when None.
+      label: legend label for the bars.
+
+    Returns:
+      The ``Axes``.
+
+    Raises:
+      ImportError: matplotlib is not installed.
+    """
+    try:
+        import matplotlib.pyplot as plt
+    except ImportError as err:  # pragma: no cover - depends on the environment
+        raise ImportError("plot_reliability_diagram needs matplotlib: `pip install matplotlib`.") from err
+    import numpy as np
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(4, 4))
+    edges = np.asarray(diagram.bin_edges)
+    accuracy = np.nan_to_num(np.asarray(diagram.accuracy), nan=0.0)
+    ax.bar(
+        edges[:-1],
+        accuracy,
+        width=np.diff(edges),
+        align="edge",
+        edgecolor="black",
+        alpha=0.7,
+        label=label or "accuracy",
+    )
+    ax.plot([0, 1], [0, 1], linestyle="--", color="gray", label="perfect calibration")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("confidence")
+    ax.set_ylabel("accuracy")
+    ax.legend(loc="upper left")
+    return ax

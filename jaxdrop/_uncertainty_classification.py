@@ -1,0 +1,145 @@
+"""Classification uncertainty from MC samples ``sample_probs`` of shape ``(T, *batch, num_classes)``.
+
+The decomposition predictive entropy = expected entropy (aleatoric) + mutual information (epistemic) is from
+Houlsby et al. 2011 ("Bayesian Active Learning for Classification and Preference Learning", BALD) and Gal,
+Islam & Ghahramani 2017 ("Deep Bayesian Active Learning with Image Data", ICML), which also uses variation ratios.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from jaxdrop import _stats
+from jaxdrop import _uncertainty_checks as checks
+
+
+def predictive_entropy(probs: jax.typing.ArrayLike) -> jax.Array:
+    """Entropy ``-sum_c p_c log p_c`` (nats) of predictive probabilities, total uncertainty.
+
+    Args:
+      probs: probabilities ``(*batch, num_classes)``, e.g. the MC mean ``sample_probs.mean(0)``.
+
+    Returns:
+      ``(*batch,)`` float32 entropies, in ``[0, log num_classes]``; ``0 log 0 = 0`` exactly.
+
+    Raises:
+      ValueError: ``probs`` (when concrete) outside [0, 1] or not summing to 1 over the last axis.
+
+    Example:
+      >>> import jax.numpy as jnp, jaxdrop
+      >>> [round(h, 4) for h in jaxdrop.uncertainty.predictive_entropy(jnp.array([[0.5, 0.5], [1.0, 0.0]])).tolist()]
+      [0.6931, 0.0]
+    """
+    return _stats.entropy(checks.probabilities(probs))
+
+
+def expected_entropy(sample_probs: jax.typing.ArrayLike) -> jax.Array:
+    """Mean over samples of each sample's entropy, ``mean_t H[p_t]``: the aleatoric part of the uncertainty.
+
+    Args:
+      sample_probs: ``(T, *batch, num_classes)`` per-sample probabilities, sample axis first.
+
+    Returns:
+      ``(*batch,)`` float32.
+
+    Example:
+      >>> import jax.numpy as jnp, jaxdrop
+      >>> sample_probs = jnp.array([[[1.0, 0.0]], [[0.0, 1.0]]])  # two confident samples that disagree
+      >>> jaxdrop.uncertainty.expected_entropy(sample_probs).tolist()
+      [0.0]
+    """
+    return _stats.entropy(checks.probabilities(sample_probs, "sample_probs", min_ndim=2)).mean(0)
+
+
+def mutual_information(sample_probs: jax.typing.ArrayLike) -> jax.Array:
+    """BALD score: ``H[mean_t p_t] - mean_t H[p_t]``, the epistemic part (Houlsby et al. 2011).
+
+    High when the samples are individually confident but disagree. Clipped at 0 (float rounding).
+
+    Args:
+      sample_probs: ``(T, *batch, num_classes)``.
+
+    Returns:
+      ``(*batch,)`` float32, in ``[0, log num_classes]``.
+
+    Example:
+      >>> import jax.numpy as jnp, jaxdrop
+      >>> sample_probs = jnp.array([[[1.0, 0.0]], [[0.0, 1.0]]])
+      >>> round(float(jaxdrop.uncertainty.mutual_information(sample_probs)[0]), 4)  # log 2
+      0.6931
+    """
+    sample_probs = checks.probabilities(sample_probs, "sample_probs", min_ndim=2)
+    mean_probs = _stats.as_float(sample_probs).mean(0)
+    return jnp.maximum(_stats.entropy(mean_probs) - _stats.entropy(sample_probs).mean(0), 0.0)
+
+
+def variation_ratio(sample_probs: jax.typing.ArrayLike) -> jax.Array:
+    """``1 - f_mode / T``: the fraction of samples whose argmax is not the most voted class (Freeman 1965).
+
+    Args:
+      sample_probs: ``(T, *batch, num_classes)``.
+
+    Returns:
+      ``(*batch,)`` float32 in ``[0, 1 - 1/num_classes]``; 0 when every sample predicts the same class.
+
+    Example:
+      >>> import jax.numpy as jnp, jaxdrop
+      >>> sample_probs = jnp.array([[[0.9, 0.1]], [[0.8, 0.2]], [[0.3, 0.7]], [[0.6, 0.4]]])
+      >>> jaxdrop.uncertainty.variation_ratio(sample_probs).tolist()
+      [0.25]
+    """
+    sample_probs = checks.probabilities(sample_probs, "sample_probs", min_ndim=2)
+    num_samples, num_classes = sample_probs.shape[0], sample_probs.shape[-1]
+    votes = jax.nn.one_hot(jnp.argmax(sample_probs, -1), num_classes, dtype=jnp.int32).sum(0)
+    return (num_samples - votes.max(-1)).astype(jnp.float32) / num_samples
+
+
+def margin(probs: jax.typing.ArrayLike) -> jax.Array:
+    """Top-1 minus top-2 probability (small margin means uncertain; 1 with a single class).
+
+    Args:
+      probs: ``(*batch, num_classes)`` predictive probabilities.
+
+    Returns:
+      ``(*batch,)`` float32 in ``[0, 1]``.
+
+    Example:
+      >>> import jax.numpy as jnp, jaxdrop
+      >>> round(float(jaxdrop.uncertainty.margin(jnp.array([[0.5, 0.2, 0.3]]))[0]), 4)
+      0.2
+    """
+    return _stats.top_two_gap(_stats.as_float(checks.probabilities(probs)))
+
+
+def bald_top_k(sample_probs: jax.typing.ArrayLike, k: int) -> jax.Array:
+    """Indices of the ``k`` pool examples with the highest mutual information: the next batch to label.
+
+    BALD acquisition for active learning (Houlsby et al. 2011; Gal, Islam & Ghahramani 2017). Ties go to the
+    lower index. ``k`` is static (it sets the output shape).
+
+    Args:
+      sample_probs: ``(T, pool_size, num_classes)`` MC samples on the unlabelled pool.
+      k: how many examples to acquire, in ``[1, pool_size]``.
+
+    Returns:
+      ``(k,)`` int32 indices into the pool, highest score first.
+
+    Raises:
+      ValueError: ``sample_probs`` is not 3-D, or ``k`` is outside ``[1, pool_size]``.
+
+    Example:
+      >>> import jax.numpy as jnp, jaxdrop
+      >>> agree = [[0.9, 0.1], [0.9, 0.1]]; disagree = [[0.9, 0.1], [0.1, 0.9]]
+      >>> sample_probs = jnp.array([agree, disagree, agree]).transpose(1, 0, 2)  # (T=2, pool=3, classes=2)
+      >>> jaxdrop.uncertainty.bald_top_k(sample_probs, 1).tolist()
+      [1]
+    """
+    sample_probs = checks.probabilities(sample_probs, "sample_probs", min_ndim=3)
+    if sample_probs.ndim != 3:
+        raise ValueError(
+            f"`sample_probs` must have shape (num_samples, pool_size, num_classes); got {sample_probs.shape}."
+        )
+    k = checks.int_in_range(k, "k", 1, sample_probs.shape[1])
+    return lax.top_k(mutual_information(sample_probs), k)[1]

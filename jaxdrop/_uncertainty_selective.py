@@ -1,0 +1,139 @@
+"""Decisions from uncertainty: selective prediction (risk-coverage), review flags, out-of-distribution AUROC.
+
+Risk-coverage curves and their area (AURC) follow Geifman & El-Yaniv 2017 ("Selective Classification for Deep
+Neural Networks", NeurIPS) and Geifman et al. 2019 ("Bias-Reduced Uncertainty Estimation for Deep Neural
+Classifiers", ICLR). Examples are always ordered by uncertainty with ties broken by index, so results are
+reproducible.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import jax
+import jax.numpy as jnp
+
+from jaxdrop import _checks
+from jaxdrop import _uncertainty_checks as checks
+
+
+def _scores(values: jax.typing.ArrayLike, name: str, allow_empty: bool = False) -> jax.Array:
+    values = checks.vector(values, name, allow_empty)
+    if jnp.issubdtype(values.dtype, jnp.bool_) or jnp.issubdtype(values.dtype, jnp.integer):
+        return values.astype(jnp.float32)
+    return _checks.floating_array(values, name).astype(jnp.promote_types(values.dtype, jnp.float32))
+
+
+def risk_coverage_curve(uncertainty: jax.typing.ArrayLike, errors: jax.typing.ArrayLike) -> tuple[jax.Array, jax.Array]:
+    """Risk of the predictions kept when only the ``k`` most certain are answered, for ``k = 1..n``.
+
+    Args:
+      uncertainty: ``(n,)`` scores, higher means less certain (entropy, mutual information, variance...).
+      errors: ``(n,)`` 0/1 mistakes (bool or int) or any per-example loss.
+
+    Returns:
+      ``(coverage, risk)``, each ``(n,)`` float32: ``coverage[k-1] = k/n`` and ``risk[k-1]`` the mean error of
+      the ``k`` least uncertain examples (ties broken by index).
+
+    Raises:
+      ValueError: the inputs are not 1-D, are empty, or differ in length.
+
+    Example:
+      >>> import jax.numpy as jnp, jaxdrop
+      >>> coverage, risk = jaxdrop.uncertainty.risk_coverage_curve(jnp.array([0.1, 0.9, 0.5]),
+      ...                                                           jnp.array([0, 1, 0]))
+      >>> [round(c, 4) for c in coverage.tolist()], [round(r, 4) for r in risk.tolist()]
+      ([0.3333, 0.6667, 1.0], [0.0, 0.0, 0.3333])
+    """
+    uncertainty = _scores(uncertainty, "uncertainty")
+    errors = _scores(errors, "errors")
+    checks.same_shape(uncertainty, errors, "uncertainty", "errors")
+    num_examples = uncertainty.shape[0]
+    order = jnp.argsort(uncertainty, stable=True)
+    kept = jnp.arange(1, num_examples + 1, dtype=jnp.float32)
+    return kept / num_examples, jnp.cumsum(errors[order]) / kept
+
+
+def aurc(uncertainty: jax.typing.ArrayLike, errors: jax.typing.ArrayLike) -> jax.Array:
+    """Area under the risk-coverage curve, ``mean_k risk[k]`` (Geifman et al. 2019); lower is better.
+
+    Example:
+      >>> import jax.numpy as jnp, jaxdrop
+      >>> round(float(jaxdrop.uncertainty.aurc(jnp.array([0.1, 0.9, 0.5]), jnp.array([0, 1, 0]))), 4)
+      0.1111
+    """
+    return risk_coverage_curve(uncertainty, errors)[1].mean()
+
+
+def flag_for_review(uncertainty: jax.typing.ArrayLike, budget: float | int) -> jax.Array:
+    """Which cases a human should review: the most uncertain ones, within a budget.
+
+    Args:
+      uncertainty: ``(n,)`` scores, higher means less certain. NaN counts as most uncertain (a broken
+        prediction goes to a human).
+      budget: a float fraction of cases in ``(0, 1]`` (``floor(budget * n)`` cases, never more than the
+        budget), or an int count in ``[0, n]``. ``1`` (int) is one case; ``1.0`` (float) is every case.
+        Static (it sets how many are flagged).
+
+    Returns:
+      ``(n,)`` bool mask, True for the flagged cases; ties are broken towards the lower index.
+
+    Raises:
+      TypeError: ``budget`` is neither a float nor an int.
+      ValueError: ``budget`` is out of range, or ``uncertainty`` is not 1-D.
+
+    Example:
+      >>> import jax.numpy as jnp, jaxdrop
+      >>> scores = jnp.array([0.2, 0.9, 0.5, 0.9])
+      >>> jaxdrop.uncertainty.flag_for_review(scores, budget=0.5).tolist()
+      [False, True, False, True]
+      >>> jaxdrop.uncertainty.flag_for_review(scores, budget=1).tolist()
+      [False, True, False, False]
+    """
+    uncertainty = _scores(uncertainty, "uncertainty", allow_empty=True)
+    num_examples = uncertainty.shape[0]
+    if isinstance(budget, bool) or not isinstance(budget, numbers.Real):
+        raise TypeError(
+            f"`budget` must be a float fraction in (0, 1] or an int count in [0, {num_examples}]; got {budget!r}."
+        )
+    if isinstance(budget, numbers.Integral):
+        count = checks.int_in_range(budget, "budget", 0, num_examples)
+    else:
+        if not 0.0 < budget <= 1.0:
+            raise ValueError(f"`budget` as a fraction must be in (0, 1]; got {budget}. Pass an int for a count.")
+        count = int(budget * num_examples + 1e-9)  # floor, robust to 0.3 * 10 = 2.9999999999999996
+    scores = jnp.where(jnp.isnan(uncertainty), jnp.inf, uncertainty)
+    order = jnp.argsort(-scores, stable=True)
+    return jnp.zeros(num_examples, bool).at[order[:count]].set(True)
+
+
+def ood_auroc(scores_in: jax.typing.ArrayLike, scores_out: jax.typing.ArrayLike) -> jax.Array:
+    """AUROC of telling out-of-distribution from in-distribution inputs by an uncertainty score.
+
+    The probability that a random OOD input scores higher than a random in-distribution one, ties counting one
+    half (the Mann-Whitney statistic; equal to ``sklearn.metrics.roc_auc_score`` with OOD as the positive class).
+    Computed from average ranks in ``O(n log n)``.
+
+    Args:
+      scores_in: ``(n_in,)`` scores on in-distribution inputs (higher means more uncertain).
+      scores_out: ``(n_out,)`` scores on OOD inputs.
+
+    Returns:
+      A float32 scalar in ``[0, 1]``; 0.5 is chance.
+
+    Example:
+      >>> import jax.numpy as jnp, jaxdrop
+      >>> float(jaxdrop.uncertainty.ood_auroc(jnp.array([0.1, 0.4]), jnp.array([0.4, 0.8])))
+      0.875
+    """
+    scores_in = _scores(scores_in, "scores_in")
+    scores_out = _scores(scores_out, "scores_out")
+    scores = jnp.concatenate([scores_in, scores_out])
+    ordered = jnp.sort(scores)
+    # Average 1-based rank of each score among all: tied scores share the mean of their ranks.
+    lower = jnp.searchsorted(ordered, scores_out, side="left")
+    upper = jnp.searchsorted(ordered, scores_out, side="right")
+    ranks_out = (lower + upper + 1) / 2.0
+    num_in, num_out = scores_in.shape[0], scores_out.shape[0]
+    u_statistic = ranks_out.sum() - num_out * (num_out + 1) / 2.0
+    return (u_statistic / (num_in * num_out)).astype(jnp.float32)
