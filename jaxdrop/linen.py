@@ -12,22 +12,42 @@ the mask is not stored for the backward pass, the rate is validated, and ``__cal
 
 from __future__ import annotations
 
+import contextvars
 from collections.abc import Sequence
 from typing import ClassVar
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 
 import jaxdrop.functional as F
 from jaxdrop import _checks, _layer_utils, _masks
 
-__all__ = ["Dropout"]
+__all__ = [
+    "AlphaDropout",
+    "ConcreteDropout",
+    "DropBlock",
+    "DropConnectConv",
+    "DropConnectDense",
+    "DropPath",
+    "Dropout",
+    "FeatureAlphaDropout",
+    "GaussianDropout",
+    "GaussianNoise",
+    "LockedDropout",
+    "SpatialDropout",
+    "TokenDropout",
+    "WordDropout",
+    "attention_fn",
+    "concrete_regularization",
+]
 
 
 class _Stochastic(nn.Module):
     """Shared plumbing (no fields): the flag merge and the key, exactly as ``flax.linen.Dropout`` does them."""
 
     kind: ClassVar[str] = "dropout"
+    rate_field: ClassVar[str] = "rate"  # the attribute ``jaxdrop.inspect`` reports as the rate
     # Static rates at which the layer returns without drawing a key (so no RNG is needed or consumed).
     key_free_rates: ClassVar[tuple[float, ...]] = (0.0, 1.0)
 
@@ -46,6 +66,12 @@ class _Stochastic(nn.Module):
         if rng is None:
             rng = self.make_rng(self.rng_collection)  # folds in the module path and the call count
         return deterministic, _layer_utils.fold_axes(rng, self.axis_name)
+
+    def _apply(self, fn, inputs, rate, deterministic, rng, **options):
+        """``fn(inputs, rate, key=..., deterministic=..., **options)`` with the flag and key resolved."""
+        rate = _layer_utils.resolve_rate(getattr(self, self.rate_field), rate)
+        deterministic, key = self._resolve(rate, deterministic, rng)
+        return fn(inputs, rate, key=key, deterministic=deterministic, **options)
 
 
 class Dropout(_Stochastic):
@@ -101,14 +127,562 @@ class Dropout(_Stochastic):
         Returns:
           The masked inputs, scaled to preserve the mean; same shape and dtype.
         """
-        rate = _layer_utils.resolve_rate(self.rate, rate)
-        deterministic, key = self._resolve(rate, deterministic, rng)
-        return F.dropout(
+        return self._apply(
+            F.dropout,
             inputs,
             rate,
-            key=key,
-            deterministic=deterministic,
+            deterministic,
+            rng,
             broadcast_dims=self.broadcast_dims,
             inverted=self.inverted,
             generator=self.generator,
         )
+
+
+# The variant layers below share Dropout's call signature: ``(inputs, deterministic=None, rng=None, *, rate=None)``,
+# the same ``merge_param`` rule for ``deterministic`` and ``make_rng(rng_collection)`` for the key.
+
+_CALL_DOC = """Applies the layer to ``inputs``.
+
+        Args:
+          inputs: the floating-point array.
+          deterministic: given here or as an attribute, not both (``merge_param``); True is the identity.
+          rng: a key to use instead of ``make_rng(rng_collection)``.
+          rate: a call-time value replacing the attribute; may be traced without recompiling.
+
+        Returns:
+          An array with the shape and dtype of ``inputs``.
+        """
+
+
+class SpatialDropout(_Stochastic):
+    """Drops whole feature maps (Tompson et al. 2015): see :func:`jaxdrop.spatial_dropout`.
+
+    Inputs are ``(batch, *spatial, channels)`` (or channels-first with ``channel_axis=1``).
+
+    Example:
+      >>> import jax, jax.numpy as jnp, jaxdrop
+      >>> x = jnp.ones((2, 5, 5, 8))
+      >>> y = jaxdrop.linen.SpatialDropout(0.5).apply({}, x, deterministic=False, rngs={"dropout": jax.random.key(0)})
+      >>> bool(jnp.all(y == y[:, :1, :1, :]))  # one decision per example and channel
+      True
+    """
+
+    kind: ClassVar[str] = "spatial"
+
+    rate: float
+    channel_axis: int = -1
+    deterministic: bool | None = None
+    rng_collection: str = "dropout"
+    generator: _masks.Generator = "fast"
+    axis_name: str | Sequence[str] | None = None
+
+    def __call__(self, inputs, deterministic=None, rng=None, *, rate=None):
+        return self._apply(
+            F.spatial_dropout,
+            inputs,
+            rate,
+            deterministic,
+            rng,
+            channel_axis=self.channel_axis,
+            generator=self.generator,
+        )
+
+    __call__.__doc__ = _CALL_DOC
+
+
+class AlphaDropout(_Stochastic):
+    """Alpha dropout for self-normalising networks (Klambauer et al. 2017): see :func:`jaxdrop.alpha_dropout`.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, jaxdrop
+      >>> x = jax.random.normal(jax.random.key(1), (4, 16))
+      >>> layer = jaxdrop.linen.AlphaDropout(0.1)
+      >>> layer.apply({}, x, deterministic=False, rngs={"dropout": jax.random.key(0)}).shape
+      (4, 16)
+    """
+
+    kind: ClassVar[str] = "alpha"
+
+    rate: float
+    deterministic: bool | None = None
+    rng_collection: str = "dropout"
+    generator: _masks.Generator = "fast"
+    axis_name: str | Sequence[str] | None = None
+
+    def __call__(self, inputs, deterministic=None, rng=None, *, rate=None):
+        return self._apply(F.alpha_dropout, inputs, rate, deterministic, rng, generator=self.generator)
+
+    __call__.__doc__ = _CALL_DOC
+
+
+class FeatureAlphaDropout(_Stochastic):
+    """Alpha dropout of whole feature maps: see :func:`jaxdrop.feature_alpha_dropout`.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, jaxdrop
+      >>> x = jax.random.normal(jax.random.key(1), (2, 6, 6, 4))
+      >>> layer = jaxdrop.linen.FeatureAlphaDropout(0.2)
+      >>> layer.apply({}, x, deterministic=False, rngs={"dropout": jax.random.key(0)}).shape
+      (2, 6, 6, 4)
+    """
+
+    kind: ClassVar[str] = "alpha"
+
+    rate: float
+    channel_axis: int = -1
+    deterministic: bool | None = None
+    rng_collection: str = "dropout"
+    generator: _masks.Generator = "fast"
+    axis_name: str | Sequence[str] | None = None
+
+    def __call__(self, inputs, deterministic=None, rng=None, *, rate=None):
+        return self._apply(
+            F.feature_alpha_dropout,
+            inputs,
+            rate,
+            deterministic,
+            rng,
+            channel_axis=self.channel_axis,
+            generator=self.generator,
+        )
+
+    __call__.__doc__ = _CALL_DOC
+
+
+class GaussianDropout(_Stochastic):
+    """Multiplicative Gaussian noise with dropout's variance: see :func:`jaxdrop.gaussian_dropout`.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, jaxdrop
+      >>> y = jaxdrop.linen.GaussianDropout(0.5).apply(
+      ...     {}, jnp.ones(100_000), deterministic=False, rngs={"dropout": jax.random.key(0)})
+      >>> round(float(y.mean()), 1), round(float(y.var()), 1)
+      (1.0, 1.0)
+    """
+
+    kind: ClassVar[str] = "gaussian"
+
+    rate: float
+    deterministic: bool | None = None
+    rng_collection: str = "dropout"
+    axis_name: str | Sequence[str] | None = None
+
+    def __call__(self, inputs, deterministic=None, rng=None, *, rate=None):
+        return self._apply(F.gaussian_dropout, inputs, rate, deterministic, rng)
+
+    __call__.__doc__ = _CALL_DOC
+
+
+class GaussianNoise(_Stochastic):
+    """Additive zero-mean Gaussian noise of standard deviation ``stddev``: see :func:`jaxdrop.gaussian_noise`.
+
+    The call-time override is ``rate=`` (the new standard deviation), like every layer here.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, jaxdrop
+      >>> y = jaxdrop.linen.GaussianNoise(0.1).apply(
+      ...     {}, jnp.zeros(100_000), deterministic=False, rngs={"dropout": jax.random.key(0)})
+      >>> round(float(y.std()), 2)
+      0.1
+    """
+
+    kind: ClassVar[str] = "noise"
+    rate_field: ClassVar[str] = "stddev"
+    key_free_rates: ClassVar[tuple[float, ...]] = (0.0,)
+
+    stddev: float
+    deterministic: bool | None = None
+    rng_collection: str = "dropout"
+    axis_name: str | Sequence[str] | None = None
+
+    def __call__(self, inputs, deterministic=None, rng=None, *, rate=None):
+        return self._apply(F.gaussian_noise, inputs, rate, deterministic, rng)
+
+    __call__.__doc__ = _CALL_DOC
+
+
+class DropPath(_Stochastic):
+    """Stochastic depth: drops a whole residual branch per example (Huang et al. 2016); see :func:`jaxdrop.drop_path`.
+
+    Apply it to the branch before adding the skip: ``x + DropPath(rate)(branch(x), deterministic=...)``.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, jaxdrop
+      >>> y = jaxdrop.linen.DropPath(0.5).apply(
+      ...     {}, jnp.ones((8, 3)), deterministic=False, rngs={"dropout": jax.random.key(0)})
+      >>> bool(jnp.all((y == 0.0) | (y == 2.0))), bool(jnp.all(y == y[:, :1]))  # one decision per row
+      (True, True)
+    """
+
+    kind: ClassVar[str] = "drop_path"
+
+    rate: float
+    mode: str = "row"
+    batch_axis: int = 0
+    scale_by_keep: bool = True
+    deterministic: bool | None = None
+    rng_collection: str = "dropout"
+    generator: _masks.Generator = "fast"
+    axis_name: str | Sequence[str] | None = None
+
+    def __call__(self, inputs, deterministic=None, rng=None, *, rate=None):
+        return self._apply(
+            F.drop_path,
+            inputs,
+            rate,
+            deterministic,
+            rng,
+            mode=self.mode,
+            batch_axis=self.batch_axis,
+            scale_by_keep=self.scale_by_keep,
+            generator=self.generator,
+        )
+
+    __call__.__doc__ = _CALL_DOC
+
+
+class DropBlock(_Stochastic):
+    """Drops contiguous blocks of feature maps (Ghiasi et al. 2018): see :func:`jaxdrop.dropblock`.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, jaxdrop
+      >>> layer = jaxdrop.linen.DropBlock(0.1, block_size=3)
+      >>> layer.apply({}, jnp.ones((2, 8, 8, 4)), deterministic=False, rngs={"dropout": jax.random.key(0)}).shape
+      (2, 8, 8, 4)
+    """
+
+    kind: ClassVar[str] = "dropblock"
+
+    rate: float
+    block_size: int | Sequence[int] = 7
+    channel_axis: int = -1
+    share_across_channels: bool = False
+    deterministic: bool | None = None
+    rng_collection: str = "dropout"
+    generator: _masks.Generator = "fast"
+    axis_name: str | Sequence[str] | None = None
+
+    def __call__(self, inputs, deterministic=None, rng=None, *, rate=None):
+        return self._apply(
+            F.dropblock,
+            inputs,
+            rate,
+            deterministic,
+            rng,
+            block_size=self.block_size,
+            channel_axis=self.channel_axis,
+            share_across_channels=self.share_across_channels,
+            generator=self.generator,
+        )
+
+    __call__.__doc__ = _CALL_DOC
+
+
+# ---------------------------------------------------------------- DropConnect: a masked kernel per call
+
+# (key, rate, deterministic, inverted, generator) of the DropConnect call in progress, read by ``param``.
+_DROPCONNECT_CALL: contextvars.ContextVar[tuple | None] = contextvars.ContextVar("jaxdrop_dropconnect", default=None)
+
+
+class _DropConnect(_Stochastic):
+    """Masks the ``kernel`` parameter as the wrapped flax layer reads it; the layer's own maths is unchanged."""
+
+    kind: ClassVar[str] = "dropconnect"
+    key_free_rates: ClassVar[tuple[float, ...]] = (0.0,)
+
+    def param(self, name, init_fn, *init_args, **init_kwargs):
+        value = super().param(name, init_fn, *init_args, **init_kwargs)
+        call = _DROPCONNECT_CALL.get()
+        if name != "kernel" or call is None:
+            return value
+        key, rate, deterministic = call
+        return F.dropconnect(
+            value, rate, key=key, deterministic=deterministic, inverted=self.inverted, generator=self.generator
+        )
+
+    def _masked_call(self, parent_call, inputs, deterministic, rng, rate):
+        rate = _layer_utils.resolve_rate(self.rate, rate)
+        deterministic, key = self._resolve(rate, deterministic, rng)
+        token = _DROPCONNECT_CALL.set((key, rate, deterministic))
+        try:
+            return parent_call(self, inputs)
+        finally:
+            _DROPCONNECT_CALL.reset(token)
+
+
+class DropConnectDense(_DropConnect, nn.Dense):
+    """``flax.linen.Dense`` whose kernel is masked by DropConnect on each call (Wan et al. 2013).
+
+    Parameters are those of ``nn.Dense`` (``kernel``, ``bias``), so checkpoints are interchangeable. One mask
+    is drawn per call and shared by the batch; deterministic calls use the plain kernel. See
+    :func:`jaxdrop.dropconnect`.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, jaxdrop
+      >>> layer = jaxdrop.linen.DropConnectDense(features=3, rate=0.5)
+      >>> x = jnp.ones((2, 4))
+      >>> variables = layer.init(jax.random.key(0), x, deterministic=True)
+      >>> y = layer.apply(variables, x, deterministic=False, rngs={"dropout": jax.random.key(1)})
+      >>> y.shape, bool(jnp.all(layer.apply(variables, x, deterministic=True) == x @ variables["params"]["kernel"]))
+      ((2, 3), True)
+    """
+
+    rate: float = 0.5
+    deterministic: bool | None = None
+    rng_collection: str = "dropout"
+    inverted: bool = True
+    generator: _masks.Generator = "fast"
+    axis_name: str | Sequence[str] | None = None
+
+    def __call__(self, inputs, deterministic=None, rng=None, *, rate=None):
+        return self._masked_call(nn.Dense.__call__, inputs, deterministic, rng, rate)
+
+    __call__.__doc__ = _CALL_DOC
+
+
+class DropConnectConv(_DropConnect, nn.Conv):
+    """``flax.linen.Conv`` whose kernel is masked by DropConnect on each call (Wan et al. 2013).
+
+    Example:
+      >>> import jax, jax.numpy as jnp, jaxdrop
+      >>> layer = jaxdrop.linen.DropConnectConv(features=2, kernel_size=(3, 3), rate=0.3)
+      >>> x = jnp.ones((1, 5, 5, 1))
+      >>> variables = layer.init(jax.random.key(0), x, deterministic=True)
+      >>> layer.apply(variables, x, deterministic=False, rngs={"dropout": jax.random.key(1)}).shape
+      (1, 5, 5, 2)
+    """
+
+    rate: float = 0.5
+    deterministic: bool | None = None
+    rng_collection: str = "dropout"
+    inverted: bool = True
+    generator: _masks.Generator = "fast"
+    axis_name: str | Sequence[str] | None = None
+
+    def __call__(self, inputs, deterministic=None, rng=None, *, rate=None):
+        return self._masked_call(nn.Conv.__call__, inputs, deterministic, rng, rate)
+
+    __call__.__doc__ = _CALL_DOC
+
+
+# ---------------------------------------------------------------- sequences
+
+
+class LockedDropout(_Stochastic):
+    """Variational (locked) dropout: one mask per sequence, shared over time; see :func:`jaxdrop.locked_dropout`.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, jaxdrop
+      >>> y = jaxdrop.linen.LockedDropout(0.5).apply(
+      ...     {}, jnp.ones((2, 6, 4)), deterministic=False, rngs={"dropout": jax.random.key(0)})
+      >>> bool(jnp.all(y == y[:, :1, :]))
+      True
+    """
+
+    kind: ClassVar[str] = "locked"
+
+    rate: float
+    time_axis: int = 1
+    deterministic: bool | None = None
+    rng_collection: str = "dropout"
+    generator: _masks.Generator = "fast"
+    axis_name: str | Sequence[str] | None = None
+
+    def __call__(self, inputs, deterministic=None, rng=None, *, rate=None):
+        return self._apply(
+            F.locked_dropout, inputs, rate, deterministic, rng, time_axis=self.time_axis, generator=self.generator
+        )
+
+    __call__.__doc__ = _CALL_DOC
+
+
+class TokenDropout(_Stochastic):
+    """Drops whole token vectors (every feature of a position at once); see :func:`jaxdrop.token_dropout`.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, jaxdrop
+      >>> y = jaxdrop.linen.TokenDropout(0.5).apply(
+      ...     {}, jnp.ones((2, 6, 4)), deterministic=False, rngs={"dropout": jax.random.key(0)})
+      >>> bool(jnp.all(y == y[..., :1]))  # one decision per token
+      True
+    """
+
+    kind: ClassVar[str] = "token"
+
+    rate: float
+    feature_axis: int = -1
+    deterministic: bool | None = None
+    rng_collection: str = "dropout"
+    generator: _masks.Generator = "fast"
+    axis_name: str | Sequence[str] | None = None
+
+    def __call__(self, inputs, deterministic=None, rng=None, *, rate=None):
+        return self._apply(
+            F.token_dropout,
+            inputs,
+            rate,
+            deterministic,
+            rng,
+            feature_axis=self.feature_axis,
+            generator=self.generator,
+        )
+
+    __call__.__doc__ = _CALL_DOC
+
+
+class WordDropout(_Stochastic):
+    """Drops word types: every occurrence of a dropped token id in a sequence; see :func:`jaxdrop.word_dropout`.
+
+    Called as ``layer(embedded, token_ids, deterministic=None, rng=None, *, rate=None)``.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, jaxdrop
+      >>> ids = jnp.array([[3, 5, 3, 3, 5, 7]])
+      >>> y = jaxdrop.linen.WordDropout(0.5).apply(
+      ...     {}, jnp.ones((1, 6, 2)), ids, deterministic=False, rngs={"dropout": jax.random.key(0)})
+      >>> len({float(v) for v in y[0, ids[0] == 3, 0]})  # a word is kept or dropped everywhere it occurs
+      1
+    """
+
+    kind: ClassVar[str] = "word"
+
+    rate: float
+    deterministic: bool | None = None
+    rng_collection: str = "dropout"
+    axis_name: str | Sequence[str] | None = None
+
+    def __call__(self, inputs, token_ids, deterministic=None, rng=None, *, rate=None):
+        """Applies word dropout to ``inputs`` (embeddings ``(..., time, features)``) given their ``token_ids``."""
+        drop_words = lambda x, r, **kw: F.word_dropout(x, token_ids, r, **kw)
+        return self._apply(drop_words, inputs, rate, deterministic, rng)
+
+
+# ---------------------------------------------------------------- concrete dropout: a learned rate
+
+
+def _uniform_logit(init_min: float, init_max: float):
+    """Initialiser of ``p_logit``: uniform in logit space between ``logit(init_min)`` and ``logit(init_max)``."""
+    low, high = (float(jnp.log(p) - jnp.log1p(-p)) for p in (init_min, init_max))
+    return lambda key, shape=(), dtype=jnp.float32: jax.random.uniform(key, shape, dtype, low, high)
+
+
+def _kernel_or_params(params) -> jax.Array:
+    """The weight the regulariser decays: the layer's ``kernel`` (the reference) or, failing that, all params."""
+    return params["kernel"] if "kernel" in params else params
+
+
+class ConcreteDropout(_Stochastic):
+    """Concrete dropout: a dropout layer that learns its own rate (Gal, Hron & Kendall 2017).
+
+    Owns the parameter ``p_logit`` (initialised uniformly in logit space between ``logit(init_min)`` and
+    ``logit(init_max)``, i.e. ``p = 0.1`` by default as in the reference implementation). On every call it
+    ``sow``\\s its regulariser (:func:`jaxdrop.concrete_dropout_regularizer`) into ``collection`` (``"losses"``);
+    add :func:`concrete_regularization` of that collection to the training loss, or the rate collapses to 0.
+
+    If ``layer`` is given, the layer is applied to the dropped input, its kernel enters the weight term and
+    ``input_dim`` defaults to the input's last axis; otherwise pass the weight at call time (``weight=``), or
+    only the entropy term is used.
+
+    Attributes:
+      layer: the layer that consumes the dropped input (e.g. ``nn.Dense(64)``), or None.
+      weight_regularizer, dropout_regularizer: the coefficients of the two terms (``l^2 / N`` and ``2 / N`` in the
+        reference, for ``N`` training examples).
+      init_min, init_max: the range of the initial drop rate.
+      temperature: the relaxation temperature (0.1 for dense inputs, 2/3 for spatial).
+      broadcast_dims: axes sharing one noise value (the spatial axes for spatial concrete dropout).
+      input_dim: ``K`` of the regulariser; defaults to ``inputs.shape[-1]``.
+      collection: the collection the regulariser is sown into.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, jaxdrop
+      >>> import flax.linen as nn
+      >>> layer = jaxdrop.linen.ConcreteDropout(nn.Dense(3), weight_regularizer=1e-4, dropout_regularizer=1e-3)
+      >>> x = jnp.ones((2, 4))
+      >>> variables = layer.init(jax.random.key(0), x, deterministic=True)
+      >>> round(float(jax.nn.sigmoid(variables["params"]["p_logit"])), 3)
+      0.1
+      >>> y, state = layer.apply(variables, x, deterministic=False, rngs={"dropout": jax.random.key(1)},
+      ...                        mutable=["losses"])
+      >>> y.shape, jaxdrop.linen.concrete_regularization(state).shape
+      ((2, 3), ())
+    """
+
+    kind: ClassVar[str] = "concrete"
+    rate_field: ClassVar[str] = "p_logit"
+    key_free_rates: ClassVar[tuple[float, ...]] = ()
+
+    layer: nn.Module | None = None
+    weight_regularizer: float = 1e-6
+    dropout_regularizer: float = 1e-5
+    init_min: float = 0.1
+    init_max: float = 0.1
+    temperature: float = 0.1
+    broadcast_dims: Sequence[int] = ()
+    input_dim: int | None = None
+    deterministic: bool | None = None
+    rng_collection: str = "dropout"
+    collection: str = "losses"
+    axis_name: str | Sequence[str] | None = None
+
+    @nn.compact
+    def __call__(self, inputs, deterministic=None, rng=None, *, weight=None):
+        """Drops ``inputs`` with the learned rate, applies ``layer`` if any, and sows the regulariser.
+
+        Args:
+          inputs: the floating-point array.
+          deterministic: given here or as an attribute, not both; True is the identity before ``layer``.
+          rng: a key to use instead of ``make_rng(rng_collection)``.
+          weight: the weight of the next layer for the regulariser when no ``layer`` is wrapped.
+
+        Returns:
+          ``layer(dropped)`` if a layer is wrapped, else the dropped inputs.
+        """
+        p_logit = self.param("p_logit", _uniform_logit(self.init_min, self.init_max), ())
+        deterministic, key = self._resolve(p_logit, deterministic, rng)
+        out = F.concrete_dropout(
+            inputs,
+            p_logit,
+            key=key,
+            deterministic=deterministic,
+            temperature=self.temperature,
+            broadcast_dims=self.broadcast_dims,
+        )
+        if self.layer is not None:
+            out = self.layer(out)
+            if weight is None:
+                weight = _kernel_or_params(self.layer.variables["params"])
+        regularizer = F.concrete_dropout_regularizer(
+            p_logit,
+            jnp.zeros(()) if weight is None else weight,
+            weight_regularizer=self.weight_regularizer,
+            dropout_regularizer=self.dropout_regularizer,
+            input_dim=self.input_dim or inputs.shape[-1],
+        )
+        self.sow(self.collection, "concrete_regularizer", regularizer)
+        return out
+
+
+def concrete_regularization(variables, collection: str = "losses") -> jax.Array:
+    """Sums every ``ConcreteDropout`` regulariser sown into ``variables[collection]`` (0 if there are none).
+
+    Args:
+      variables: the mutable state returned by ``apply(..., mutable=[collection])``, or its ``collection``.
+      collection: the collection name the layers sow into.
+
+    Returns:
+      A float32 scalar to add to the training loss.
+    """
+    tree = variables.get(collection, variables) if hasattr(variables, "get") else variables
+    total = jnp.zeros((), jnp.float32)
+    for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
+        if any(getattr(entry, "key", None) == "concrete_regularizer" for entry in path):
+            total = total + leaf
+    return total
+
+
+# ---------------------------------------------------------------- attention
+
+#: ``attention_fn`` for ``nn.MultiHeadDotProductAttention``: attention dropout from the core, mask not stored.
+#: ``nn.MultiHeadDotProductAttention(num_heads=8, dropout_rate=0.1, attention_fn=jaxdrop.linen.attention_fn)``.
+attention_fn = F.dot_product_attention
