@@ -67,19 +67,20 @@ def static_bool(value: object, name: str) -> bool:
 
 def axes(value: int | Iterable[int], ndim: int, name: str) -> tuple[int, ...]:
     """Normalises axes (negative allowed) to sorted non-negative ints, rejecting duplicates and out-of-range."""
-    items = (value,) if isinstance(value, numbers.Integral) else tuple(value)
+    items: tuple[object, ...] = tuple(value) if isinstance(value, Iterable) else (value,)
     out = []
-    for axis in items:
-        if not isinstance(axis, numbers.Integral) or isinstance(axis, bool):
-            raise TypeError(f"`{name}` must contain integers; got {axis!r}.")
+    for item in items:
+        if not isinstance(item, numbers.Integral) or isinstance(item, bool):
+            raise TypeError(f"`{name}` must contain integers; got {item!r}.")
+        axis = int(item)
         if not -ndim <= axis < ndim:
             raise ValueError(
                 f"`{name}` entry {axis} is out of range for an input of rank {ndim}; "
                 f"accepted range is [{-ndim}, {ndim - 1}]."
             )
-        out.append(int(axis) % ndim)
+        out.append(axis % ndim)
     if len(set(out)) != len(out):
-        raise ValueError(f"`{name}` has repeated axes: {tuple(items)}.")
+        raise ValueError(f"`{name}` has repeated axes: {items}.")
     return tuple(sorted(out))
 
 

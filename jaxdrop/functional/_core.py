@@ -45,7 +45,7 @@ def scale_values(x: jax.Array, scale: float | jax.Array) -> jax.Array:
 def apply_keep_mask(
     x: jax.Array,
     make_keep: Callable[..., jax.Array],
-    *operands: jax.Array,
+    *operands: jax.typing.ArrayLike,
     scale: float | jax.Array,
 ) -> jax.Array:
     """``where(keep, x * scale, 0)`` with ``keep = make_keep(*operands)`` broadcast to ``x.shape``.
