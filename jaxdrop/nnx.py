@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from typing import ClassVar
 
 import jax
+import jax.numpy as jnp
 from flax import nnx
 from flax.nnx import rnglib
 from flax.nnx.module import first_from
@@ -27,7 +28,25 @@ from flax.nnx.module import first_from
 import jaxdrop.functional as F
 from jaxdrop import _checks, _layer_utils, _masks
 
-__all__ = ["Dropout"]
+__all__ = [
+    "AlphaDropout",
+    "ConcreteDropout",
+    "ConcreteRegularizer",
+    "DropBlock",
+    "DropConnectConv",
+    "DropConnectLinear",
+    "DropPath",
+    "Dropout",
+    "FeatureAlphaDropout",
+    "GaussianDropout",
+    "GaussianNoise",
+    "LockedDropout",
+    "SpatialDropout",
+    "TokenDropout",
+    "WordDropout",
+    "attention_fn",
+    "concrete_regularization",
+]
 
 _NO_DETERMINISTIC = (
     "No `deterministic` argument was provided to {name}. Consider one of the following options:\n\n"
@@ -49,6 +68,7 @@ class _Stochastic(nnx.Module):
     """Shared plumbing: the RNG stream a layer owns, the flag resolution and ``set_view`` for ``nnx.view``."""
 
     kind: ClassVar[str] = "dropout"
+    rate_field: ClassVar[str] = "rate"  # the attribute ``jaxdrop.inspect`` reports as the rate
     # Static rates at which the layer returns without drawing a key (so no RNG is needed or consumed).
     key_free_rates: ClassVar[tuple[float, ...]] = (0.0, 1.0)
 
@@ -93,6 +113,12 @@ class _Stochastic(nnx.Module):
         else:
             raise TypeError(f"rngs must be a Rngs, RngStream or jax.Array, but got {type(rngs)}.")
         return deterministic, _layer_utils.fold_axes(key, self.axis_name)
+
+    def _apply(self, fn, inputs, rate, deterministic, rngs, **options):
+        """``fn(inputs, rate, key=..., deterministic=..., **options)`` with the flag and key resolved."""
+        rate = _layer_utils.resolve_rate(getattr(self, self.rate_field), rate)
+        deterministic, key = self._resolve(rate, deterministic, rngs)
+        return fn(inputs, rate, key=key, deterministic=deterministic, **options)
 
     def set_view(self, deterministic: bool | None = None):
         """Used by ``nnx.view``.
@@ -171,14 +197,607 @@ class Dropout(_Stochastic):
         Returns:
           The masked inputs, scaled to preserve the mean; same shape and dtype.
         """
-        rate = _layer_utils.resolve_rate(self.rate, rate)
-        deterministic, key = self._resolve(rate, deterministic, rngs)
-        return F.dropout(
+        return self._apply(
+            F.dropout,
             inputs,
             rate,
-            key=key,
-            deterministic=deterministic,
+            deterministic,
+            rngs,
             broadcast_dims=self.broadcast_dims,
             inverted=self.inverted,
             generator=self.generator,
         )
+
+
+# The variant layers below share Dropout's constructor tail (``deterministic=False, rng_collection="dropout",
+# rngs=None, axis_name=None``) and call signature ``(inputs, *, deterministic=None, rngs=None, rate=None)``.
+
+_CALL_DOC = """Applies the layer to ``inputs``.
+
+        Args:
+          inputs: the floating-point array.
+          deterministic: takes precedence over the attribute when given; True is the identity.
+          rngs: a key, ``RngStream`` or ``Rngs`` used instead of the layer's own stream.
+          rate: a call-time value replacing the attribute; may be traced without recompiling.
+
+        Returns:
+          An array with the shape and dtype of ``inputs``.
+        """
+
+
+class SpatialDropout(_Stochastic):
+    """Drops whole feature maps (Tompson et al. 2015): see :func:`jaxdrop.spatial_dropout`.
+
+    Example:
+      >>> import jax.numpy as jnp, jaxdrop
+      >>> from flax import nnx
+      >>> y = jaxdrop.nnx.SpatialDropout(0.5, rngs=nnx.Rngs(0))(jnp.ones((2, 5, 5, 8)))
+      >>> bool(jnp.all(y == y[:, :1, :1, :]))
+      True
+    """
+
+    kind: ClassVar[str] = "spatial"
+
+    def __init__(
+        self,
+        rate,
+        *,
+        channel_axis=-1,
+        generator: _masks.Generator = "fast",
+        deterministic=False,
+        rng_collection="dropout",
+        rngs=None,
+        axis_name=None,
+    ):
+        self.rate, self.channel_axis, self.generator = rate, channel_axis, generator
+        self._init_stochastic(deterministic, rng_collection, rngs, axis_name)
+
+    def __call__(self, inputs, *, deterministic=None, rngs=None, rate=None):
+        return self._apply(
+            F.spatial_dropout,
+            inputs,
+            rate,
+            deterministic,
+            rngs,
+            channel_axis=self.channel_axis,
+            generator=self.generator,
+        )
+
+    __call__.__doc__ = _CALL_DOC
+
+
+class AlphaDropout(_Stochastic):
+    """Alpha dropout for self-normalising networks (Klambauer et al. 2017): see :func:`jaxdrop.alpha_dropout`.
+
+    Example:
+      >>> import jax.numpy as jnp, jaxdrop
+      >>> from flax import nnx
+      >>> jaxdrop.nnx.AlphaDropout(0.1, rngs=nnx.Rngs(0))(jnp.ones((4, 16))).shape
+      (4, 16)
+    """
+
+    kind: ClassVar[str] = "alpha"
+
+    def __init__(
+        self,
+        rate,
+        *,
+        generator: _masks.Generator = "fast",
+        deterministic=False,
+        rng_collection="dropout",
+        rngs=None,
+        axis_name=None,
+    ):
+        self.rate, self.generator = rate, generator
+        self._init_stochastic(deterministic, rng_collection, rngs, axis_name)
+
+    def __call__(self, inputs, *, deterministic=None, rngs=None, rate=None):
+        return self._apply(F.alpha_dropout, inputs, rate, deterministic, rngs, generator=self.generator)
+
+    __call__.__doc__ = _CALL_DOC
+
+
+class FeatureAlphaDropout(_Stochastic):
+    """Alpha dropout of whole feature maps: see :func:`jaxdrop.feature_alpha_dropout`.
+
+    Example:
+      >>> import jax.numpy as jnp, jaxdrop
+      >>> from flax import nnx
+      >>> jaxdrop.nnx.FeatureAlphaDropout(0.2, rngs=nnx.Rngs(0))(jnp.ones((2, 6, 6, 4))).shape
+      (2, 6, 6, 4)
+    """
+
+    kind: ClassVar[str] = "alpha"
+
+    def __init__(
+        self,
+        rate,
+        *,
+        channel_axis=-1,
+        generator: _masks.Generator = "fast",
+        deterministic=False,
+        rng_collection="dropout",
+        rngs=None,
+        axis_name=None,
+    ):
+        self.rate, self.channel_axis, self.generator = rate, channel_axis, generator
+        self._init_stochastic(deterministic, rng_collection, rngs, axis_name)
+
+    def __call__(self, inputs, *, deterministic=None, rngs=None, rate=None):
+        return self._apply(
+            F.feature_alpha_dropout,
+            inputs,
+            rate,
+            deterministic,
+            rngs,
+            channel_axis=self.channel_axis,
+            generator=self.generator,
+        )
+
+    __call__.__doc__ = _CALL_DOC
+
+
+class GaussianDropout(_Stochastic):
+    """Multiplicative Gaussian noise with dropout's variance: see :func:`jaxdrop.gaussian_dropout`.
+
+    Example:
+      >>> import jax.numpy as jnp, jaxdrop
+      >>> from flax import nnx
+      >>> y = jaxdrop.nnx.GaussianDropout(0.5, rngs=nnx.Rngs(0))(jnp.ones(100_000))
+      >>> round(float(y.mean()), 1), round(float(y.var()), 1)
+      (1.0, 1.0)
+    """
+
+    kind: ClassVar[str] = "gaussian"
+
+    def __init__(self, rate, *, deterministic=False, rng_collection="dropout", rngs=None, axis_name=None):
+        self.rate = rate
+        self._init_stochastic(deterministic, rng_collection, rngs, axis_name)
+
+    def __call__(self, inputs, *, deterministic=None, rngs=None, rate=None):
+        return self._apply(F.gaussian_dropout, inputs, rate, deterministic, rngs)
+
+    __call__.__doc__ = _CALL_DOC
+
+
+class GaussianNoise(_Stochastic):
+    """Additive zero-mean Gaussian noise of standard deviation ``stddev``: see :func:`jaxdrop.gaussian_noise`.
+
+    Example:
+      >>> import jax.numpy as jnp, jaxdrop
+      >>> from flax import nnx
+      >>> y = jaxdrop.nnx.GaussianNoise(0.1, rngs=nnx.Rngs(0))(jnp.zeros(100_000))
+      >>> round(float(y.std()), 2)
+      0.1
+    """
+
+    kind: ClassVar[str] = "noise"
+    rate_field: ClassVar[str] = "stddev"
+    key_free_rates: ClassVar[tuple[float, ...]] = (0.0,)
+
+    def __init__(self, stddev, *, deterministic=False, rng_collection="dropout", rngs=None, axis_name=None):
+        self.stddev = stddev
+        self._init_stochastic(deterministic, rng_collection, rngs, axis_name)
+
+    def __call__(self, inputs, *, deterministic=None, rngs=None, rate=None):
+        return self._apply(F.gaussian_noise, inputs, rate, deterministic, rngs)
+
+    __call__.__doc__ = _CALL_DOC
+
+
+class DropPath(_Stochastic):
+    """Stochastic depth: drops a whole residual branch per example (Huang et al. 2016); see :func:`jaxdrop.drop_path`.
+
+    Example:
+      >>> import jax.numpy as jnp, jaxdrop
+      >>> from flax import nnx
+      >>> y = jaxdrop.nnx.DropPath(0.5, rngs=nnx.Rngs(0))(jnp.ones((8, 3)))
+      >>> bool(jnp.all((y == 0.0) | (y == 2.0))), bool(jnp.all(y == y[:, :1]))
+      (True, True)
+    """
+
+    kind: ClassVar[str] = "drop_path"
+
+    def __init__(
+        self,
+        rate,
+        *,
+        mode="row",
+        batch_axis=0,
+        scale_by_keep=True,
+        generator: _masks.Generator = "fast",
+        deterministic=False,
+        rng_collection="dropout",
+        rngs=None,
+        axis_name=None,
+    ):
+        self.rate, self.mode, self.batch_axis, self.scale_by_keep = rate, mode, batch_axis, scale_by_keep
+        self.generator = generator
+        self._init_stochastic(deterministic, rng_collection, rngs, axis_name)
+
+    def __call__(self, inputs, *, deterministic=None, rngs=None, rate=None):
+        return self._apply(
+            F.drop_path,
+            inputs,
+            rate,
+            deterministic,
+            rngs,
+            mode=self.mode,
+            batch_axis=self.batch_axis,
+            scale_by_keep=self.scale_by_keep,
+            generator=self.generator,
+        )
+
+    __call__.__doc__ = _CALL_DOC
+
+
+class DropBlock(_Stochastic):
+    """Drops contiguous blocks of feature maps (Ghiasi et al. 2018): see :func:`jaxdrop.dropblock`.
+
+    Example:
+      >>> import jax.numpy as jnp, jaxdrop
+      >>> from flax import nnx
+      >>> jaxdrop.nnx.DropBlock(0.1, block_size=3, rngs=nnx.Rngs(0))(jnp.ones((2, 8, 8, 4))).shape
+      (2, 8, 8, 4)
+    """
+
+    kind: ClassVar[str] = "dropblock"
+
+    def __init__(
+        self,
+        rate,
+        *,
+        block_size=7,
+        channel_axis=-1,
+        share_across_channels=False,
+        generator: _masks.Generator = "fast",
+        deterministic=False,
+        rng_collection="dropout",
+        rngs=None,
+        axis_name=None,
+    ):
+        self.rate, self.block_size, self.channel_axis = rate, block_size, channel_axis
+        self.share_across_channels, self.generator = share_across_channels, generator
+        self._init_stochastic(deterministic, rng_collection, rngs, axis_name)
+
+    def __call__(self, inputs, *, deterministic=None, rngs=None, rate=None):
+        return self._apply(
+            F.dropblock,
+            inputs,
+            rate,
+            deterministic,
+            rngs,
+            block_size=self.block_size,
+            channel_axis=self.channel_axis,
+            share_across_channels=self.share_across_channels,
+            generator=self.generator,
+        )
+
+    __call__.__doc__ = _CALL_DOC
+
+
+class LockedDropout(_Stochastic):
+    """Variational (locked) dropout: one mask per sequence, shared over time; see :func:`jaxdrop.locked_dropout`.
+
+    Example:
+      >>> import jax.numpy as jnp, jaxdrop
+      >>> from flax import nnx
+      >>> y = jaxdrop.nnx.LockedDropout(0.5, rngs=nnx.Rngs(0))(jnp.ones((2, 6, 4)))
+      >>> bool(jnp.all(y == y[:, :1, :]))
+      True
+    """
+
+    kind: ClassVar[str] = "locked"
+
+    def __init__(
+        self,
+        rate,
+        *,
+        time_axis=1,
+        generator: _masks.Generator = "fast",
+        deterministic=False,
+        rng_collection="dropout",
+        rngs=None,
+        axis_name=None,
+    ):
+        self.rate, self.time_axis, self.generator = rate, time_axis, generator
+        self._init_stochastic(deterministic, rng_collection, rngs, axis_name)
+
+    def __call__(self, inputs, *, deterministic=None, rngs=None, rate=None):
+        return self._apply(
+            F.locked_dropout, inputs, rate, deterministic, rngs, time_axis=self.time_axis, generator=self.generator
+        )
+
+    __call__.__doc__ = _CALL_DOC
+
+
+class TokenDropout(_Stochastic):
+    """Drops whole token vectors (every feature of a position at once); see :func:`jaxdrop.token_dropout`.
+
+    Example:
+      >>> import jax.numpy as jnp, jaxdrop
+      >>> from flax import nnx
+      >>> y = jaxdrop.nnx.TokenDropout(0.5, rngs=nnx.Rngs(0))(jnp.ones((2, 6, 4)))
+      >>> bool(jnp.all(y == y[..., :1]))
+      True
+    """
+
+    kind: ClassVar[str] = "token"
+
+    def __init__(
+        self,
+        rate,
+        *,
+        feature_axis=-1,
+        generator: _masks.Generator = "fast",
+        deterministic=False,
+        rng_collection="dropout",
+        rngs=None,
+        axis_name=None,
+    ):
+        self.rate, self.feature_axis, self.generator = rate, feature_axis, generator
+        self._init_stochastic(deterministic, rng_collection, rngs, axis_name)
+
+    def __call__(self, inputs, *, deterministic=None, rngs=None, rate=None):
+        return self._apply(
+            F.token_dropout, inputs, rate, deterministic, rngs, feature_axis=self.feature_axis, generator=self.generator
+        )
+
+    __call__.__doc__ = _CALL_DOC
+
+
+class WordDropout(_Stochastic):
+    """Drops word types: every occurrence of a dropped token id in a sequence; see :func:`jaxdrop.word_dropout`.
+
+    Called as ``layer(embedded, token_ids, *, deterministic=None, rngs=None, rate=None)``.
+
+    Example:
+      >>> import jax.numpy as jnp, jaxdrop
+      >>> from flax import nnx
+      >>> ids = jnp.array([[3, 5, 3, 3, 5, 7]])
+      >>> y = jaxdrop.nnx.WordDropout(0.5, rngs=nnx.Rngs(0))(jnp.ones((1, 6, 2)), ids)
+      >>> len({float(v) for v in y[0, ids[0] == 3, 0]})
+      1
+    """
+
+    kind: ClassVar[str] = "word"
+
+    def __init__(self, rate, *, deterministic=False, rng_collection="dropout", rngs=None, axis_name=None):
+        self.rate = rate
+        self._init_stochastic(deterministic, rng_collection, rngs, axis_name)
+
+    def __call__(self, inputs, token_ids, *, deterministic=None, rngs=None, rate=None):
+        """Applies word dropout to ``inputs`` (embeddings ``(..., time, features)``) given their ``token_ids``."""
+        drop_words = lambda x, r, **kw: F.word_dropout(x, token_ids, r, **kw)
+        return self._apply(drop_words, inputs, rate, deterministic, rngs)
+
+
+# ---------------------------------------------------------------- DropConnect: a masked kernel per call
+
+
+class _DropConnect(_Stochastic):
+    """Masks ``self.kernel`` for the duration of the wrapped flax layer's call; the layer's maths is unchanged."""
+
+    kind: ClassVar[str] = "dropconnect"
+    key_free_rates: ClassVar[tuple[float, ...]] = (0.0,)
+
+    def _init_dropconnect(self, rate, inverted, generator, deterministic, rng_collection, rngs, axis_name):
+        self.rate, self.inverted, self.generator = rate, inverted, generator
+        self._init_stochastic(deterministic, rng_collection, rngs, axis_name)
+
+    def _masked_call(self, parent_call, inputs, deterministic, rngs, rate):
+        rate = _layer_utils.resolve_rate(self.rate, rate)
+        deterministic, key = self._resolve(rate, deterministic, rngs)
+        if deterministic:
+            return parent_call(self, inputs)
+        kernel = self.kernel[...]
+        # The masked kernel is a function of the parameter, so gradients reach the parameter through it.
+        self.kernel[...] = F.dropconnect(kernel, rate, key=key, inverted=self.inverted, generator=self.generator)
+        try:
+            return parent_call(self, inputs)
+        finally:
+            self.kernel[...] = kernel
+
+
+class DropConnectLinear(_DropConnect, nnx.Linear):
+    """``flax.nnx.Linear`` whose kernel is masked by DropConnect on each call (Wan et al. 2013).
+
+    Takes ``nnx.Linear``'s arguments plus ``rate`` and the usual dropout arguments; its parameters are those of
+    ``nnx.Linear``. One mask per call, shared by the batch; deterministic calls use the plain kernel.
+
+    Example:
+      >>> import jax.numpy as jnp, jaxdrop
+      >>> from flax import nnx
+      >>> layer = jaxdrop.nnx.DropConnectLinear(4, 3, rate=0.5, rngs=nnx.Rngs(0))
+      >>> x = jnp.ones((2, 4))
+      >>> layer(x).shape, bool(jnp.all(layer(x, deterministic=True) == x @ layer.kernel[...] + layer.bias[...]))
+      ((2, 3), True)
+    """
+
+    def __init__(
+        self,
+        in_features,
+        out_features,
+        *,
+        rate=0.5,
+        inverted=True,
+        generator: _masks.Generator = "fast",
+        deterministic=False,
+        rng_collection="dropout",
+        rngs: rnglib.Rngs,
+        axis_name=None,
+        **linear_kwargs,
+    ):
+        nnx.Linear.__init__(self, in_features, out_features, rngs=rngs, **linear_kwargs)
+        self._init_dropconnect(rate, inverted, generator, deterministic, rng_collection, rngs, axis_name)
+
+    def __call__(self, inputs, *, deterministic=None, rngs=None, rate=None):
+        return self._masked_call(nnx.Linear.__call__, inputs, deterministic, rngs, rate)
+
+    __call__.__doc__ = _CALL_DOC
+
+
+class DropConnectConv(_DropConnect, nnx.Conv):
+    """``flax.nnx.Conv`` whose kernel is masked by DropConnect on each call (Wan et al. 2013).
+
+    Example:
+      >>> import jax.numpy as jnp, jaxdrop
+      >>> from flax import nnx
+      >>> layer = jaxdrop.nnx.DropConnectConv(1, 2, kernel_size=(3, 3), rate=0.3, rngs=nnx.Rngs(0))
+      >>> layer(jnp.ones((1, 5, 5, 1))).shape
+      (1, 5, 5, 2)
+    """
+
+    def __init__(
+        self,
+        in_features,
+        out_features,
+        kernel_size,
+        *,
+        rate=0.5,
+        inverted=True,
+        generator: _masks.Generator = "fast",
+        deterministic=False,
+        rng_collection="dropout",
+        rngs: rnglib.Rngs,
+        axis_name=None,
+        **conv_kwargs,
+    ):
+        nnx.Conv.__init__(self, in_features, out_features, kernel_size, rngs=rngs, **conv_kwargs)
+        self._init_dropconnect(rate, inverted, generator, deterministic, rng_collection, rngs, axis_name)
+
+    def __call__(self, inputs, *, deterministic=None, rngs=None, rate=None):
+        return self._masked_call(nnx.Conv.__call__, inputs, deterministic, rngs, rate)
+
+    __call__.__doc__ = _CALL_DOC
+
+
+# ---------------------------------------------------------------- concrete dropout: a learned rate
+
+
+class ConcreteRegularizer(nnx.Variable):
+    """The regulariser a ``ConcreteDropout`` layer computed on its last call (a scalar)."""
+
+
+def _uniform_logit(key, init_min: float, init_max: float) -> jax.Array:
+    low, high = (float(jnp.log(p) - jnp.log1p(-p)) for p in (init_min, init_max))
+    if low == high:
+        return jnp.asarray(low, jnp.float32)
+    return jax.random.uniform(key, (), jnp.float32, low, high)
+
+
+class ConcreteDropout(_Stochastic):
+    """Concrete dropout: a dropout layer that learns its own rate (Gal, Hron & Kendall 2017).
+
+    Owns ``p_logit`` (an ``nnx.Param``, initialised uniformly in logit space between ``logit(init_min)`` and
+    ``logit(init_max)``: ``p = 0.1`` by default, as the reference implementation). Every call stores its
+    regulariser (:func:`jaxdrop.concrete_dropout_regularizer`) in ``self.regularizer`` (a
+    ``ConcreteRegularizer`` variable); add :func:`concrete_regularization` of the model to the loss.
+
+    If ``layer`` is given, it is applied to the dropped input and its ``kernel`` enters the weight term;
+    otherwise pass ``weight=`` at call time, or only the entropy term is used. ``input_dim`` defaults to the
+    input's last axis.
+
+    Example:
+      >>> import jax.numpy as jnp, jaxdrop
+      >>> from flax import nnx
+      >>> rngs = nnx.Rngs(0)
+      >>> layer = jaxdrop.nnx.ConcreteDropout(nnx.Linear(4, 3, rngs=rngs), weight_regularizer=1e-4,
+      ...                                     dropout_regularizer=1e-3, rngs=rngs)
+      >>> round(float(layer.rate), 3), layer(jnp.ones((2, 4))).shape
+      (0.1, (2, 3))
+      >>> bool(jaxdrop.nnx.concrete_regularization(layer) == layer.regularizer[...])
+      True
+    """
+
+    kind: ClassVar[str] = "concrete"
+    key_free_rates: ClassVar[tuple[float, ...]] = ()
+
+    def __init__(
+        self,
+        layer: nnx.Module | None = None,
+        *,
+        weight_regularizer=1e-6,
+        dropout_regularizer=1e-5,
+        init_min=0.1,
+        init_max=0.1,
+        temperature=0.1,
+        broadcast_dims=(),
+        input_dim=None,
+        deterministic=False,
+        rng_collection="dropout",
+        rngs: rnglib.Rngs | None = None,
+        axis_name=None,
+    ):
+        self.layer = layer
+        self.weight_regularizer, self.dropout_regularizer = weight_regularizer, dropout_regularizer
+        self.temperature, self.broadcast_dims, self.input_dim = temperature, broadcast_dims, input_dim
+        if init_min != init_max and rngs is None:
+            raise ValueError("`rngs` is required to draw the initial rate when `init_min != init_max`.")
+        init_key = rngs.params() if init_min != init_max else None
+        self.p_logit = nnx.Param(_uniform_logit(init_key, init_min, init_max))
+        self.regularizer = ConcreteRegularizer(jnp.zeros((), jnp.float32))
+        self._init_stochastic(deterministic, rng_collection, rngs, axis_name)
+
+    @property
+    def rate(self) -> jax.Array:
+        """The current drop rate, ``sigmoid(p_logit)``."""
+        return jax.nn.sigmoid(self.p_logit[...])
+
+    def __call__(self, inputs, *, deterministic=None, rngs=None, weight=None):
+        """Drops ``inputs`` with the learned rate, applies ``layer`` if any, and stores the regulariser.
+
+        Args:
+          inputs: the floating-point array.
+          deterministic: takes precedence over the attribute when given; True is the identity before ``layer``.
+          rngs: a key, ``RngStream`` or ``Rngs`` used instead of the layer's own stream.
+          weight: the weight of the next layer for the regulariser when no ``layer`` is wrapped.
+
+        Returns:
+          ``layer(dropped)`` if a layer is wrapped, else the dropped inputs.
+        """
+        p_logit = self.p_logit[...]
+        deterministic, key = self._resolve(p_logit, deterministic, rngs)
+        out = F.concrete_dropout(
+            inputs,
+            p_logit,
+            key=key,
+            deterministic=deterministic,
+            temperature=self.temperature,
+            broadcast_dims=self.broadcast_dims,
+        )
+        if self.layer is not None:
+            out = self.layer(out)
+            if weight is None:
+                weight = self.layer.kernel[...] if hasattr(self.layer, "kernel") else nnx.state(self.layer, nnx.Param)
+        self.regularizer[...] = F.concrete_dropout_regularizer(
+            p_logit,
+            jnp.zeros(()) if weight is None else weight,
+            weight_regularizer=self.weight_regularizer,
+            dropout_regularizer=self.dropout_regularizer,
+            input_dim=self.input_dim or inputs.shape[-1],
+        )
+        return out
+
+
+def concrete_regularization(model: nnx.Module) -> jax.Array:
+    """Sums the regularisers of every ``ConcreteDropout`` layer in ``model`` (as of their last call).
+
+    Args:
+      model: any NNX module.
+
+    Returns:
+      A float32 scalar to add to the training loss (0 if the model has no concrete dropout).
+    """
+    total = jnp.zeros((), jnp.float32)
+    for _, module in nnx.iter_modules(model):
+        if isinstance(module, ConcreteDropout):
+            total = total + module.regularizer[...]
+    return total
+
+
+# ---------------------------------------------------------------- attention
+
+#: ``attention_fn`` for ``nnx.MultiHeadAttention``: attention dropout from the core, mask not stored.
+#: ``nnx.MultiHeadAttention(..., dropout_rate=0.1, attention_fn=jaxdrop.nnx.attention_fn, rngs=rngs)``.
+attention_fn = F.dot_product_attention
