@@ -13,6 +13,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxdrop import debug as _debug
+
 
 def is_static(value: object) -> bool:
     """True when ``value`` is known at trace time (a Python or NumPy number, or a concrete array)."""
@@ -92,6 +94,7 @@ def choice(value: str, options: Sequence[str], name: str) -> str:
 
 def key(value: object, name: str = "key") -> jax.Array:
     """Accepts a typed key (``jax.random.key``) or a legacy ``uint32[2]`` key (``jax.random.PRNGKey``)."""
+    _debug.record_key_use(value)  # a no-op unless `jaxdrop.debug.key_reuse_warnings()` is active
     if value is None:
         raise ValueError(
             f"`{name}` is required when `deterministic=False` and the rate is in (0, 1): pass "

@@ -1,0 +1,180 @@
+"""Streams the fast generator's raw 32-bit outputs into dieharder and summarises PASSED / WEAK / FAILED.
+
+Two streams, both exactly what ``jaxdrop._masks.random_bits`` computes:
+
+``chunks``
+    consecutive blocks of ``2**chunk_log2`` words, block ``i`` being ``random_bits(fold_in(root, i), (n,))``: a new
+    key per block, the way a training loop draws one key per step.
+``counter``
+    one key and one long run of element counters: block ``i`` is Threefry-2x32-13 under the key words of
+    ``random_bits`` at counters ``i * n ... (i + 1) * n - 1`` (the low word wraps into the high word after 2**32
+    words, as ``element_counters`` does for very large masks). Block 0 is checked against ``random_bits``.
+
+Each dieharder test gets its own process and a fresh stream (root ``fold_in(key(seed), test number)``), so no test
+sees bits another one consumed and a test can be re-run alone with another ``--seed``. JAX is imported once.
+
+Usage (installs the Debian package ``dieharder`` if it is missing; needs root or sudo for that)::
+
+    python scripts/dieharder.py --mode chunks --tests 0-17               # the Diehard tests
+    python scripts/dieharder.py --mode counter --tests 0-17,100-102,200-202,204-209 --log out.txt
+    python scripts/dieharder.py --mode chunks --all                      # `dieharder -a` on one stream
+    python scripts/dieharder.py --throughput                             # generation speed only
+
+Run it niced on a shared machine: ``nice -n 19 python scripts/dieharder.py ...``. Any FAILED is a bug; WEAK
+results happen by chance (about 1 in 100 per test at the default thresholds): re-run that test with another seed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections import Counter
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxdrop import _masks
+
+RESULT_LINE = re.compile(r"^\s*(\S+)\|\s*(\d+)\|\s*(\d+)\|\s*(\d+)\|\s*([0-9.eE+-]+)\|\s*(PASSED|WEAK|FAILED)\s*$")
+
+
+def ensure_dieharder() -> str:
+    """Path of the ``dieharder`` executable, installing the Debian package when it is missing."""
+    path = shutil.which("dieharder")
+    if path:
+        return path
+    prefix = [] if shutil.which("sudo") is None else ["sudo"]
+    subprocess.run([*prefix, "apt-get", "update", "-qq"], check=True)
+    subprocess.run([*prefix, "apt-get", "install", "-y", "-qq", "dieharder"], check=True)
+    path = shutil.which("dieharder")
+    if not path:
+        raise SystemExit("dieharder is not installed and could not be installed with apt-get")
+    return path
+
+
+def block_function(mode: str, root: jax.Array, num_words: int):
+    """A jitted ``index -> uint32[num_words]`` for block ``index`` of the chosen stream."""
+    if mode == "chunks":
+        return jax.jit(lambda index: _masks.random_bits(jax.random.fold_in(root, index), (num_words,)))
+    words = jax.random.bits(root, (2,), jnp.uint32)  # the key words random_bits derives from `root`
+
+    def counter_block(index: jax.Array) -> jax.Array:
+        # The 64-bit counter index * num_words as two uint32 words (x64 is off by default).
+        per_word = (2**32) // num_words  # blocks per 2**32 counters (num_words is a power of two)
+        low_start = (index % per_word).astype(jnp.uint32) * jnp.uint32(num_words)
+        high = (index // per_word).astype(jnp.uint32)
+        low = low_start + jnp.arange(num_words, dtype=jnp.uint32)
+        return _masks.threefry2x32((words[0], words[1]), (low, jnp.broadcast_to(high, low.shape)))[0]
+
+    block = jax.jit(counter_block)
+    # The stream is the generator's: block 0 is exactly random_bits(root, (num_words,)).
+    np.testing.assert_array_equal(np.asarray(block(jnp.int32(0))), np.asarray(_masks.random_bits(root, (num_words,))))
+    return block
+
+
+def stream_blocks(mode: str, root: jax.Array, num_words: int):
+    """Yields the stream's blocks as bytes; the next block is dispatched before the current one is converted."""
+    block = block_function(mode, root, num_words)
+    index = 0
+    pending = block(jnp.int32(index))
+    while True:
+        index += 1
+        following = block(jnp.int32(index))
+        yield np.asarray(pending).astype("<u4", copy=False).tobytes()
+        pending = following
+
+
+def run_dieharder(dieharder: str, args: list[str], mode: str, root: jax.Array, num_words: int) -> tuple[str, int]:
+    """Runs ``dieharder -g 200 <args>`` fed from the stream; returns its output and the bytes it was sent."""
+    process = subprocess.Popen(
+        [dieharder, "-g", "200", *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    sent = 0
+    try:
+        for data in stream_blocks(mode, root, num_words):
+            if process.poll() is not None:
+                break
+            process.stdin.write(data)
+            sent += len(data)
+    except (BrokenPipeError, ValueError):
+        pass
+    finally:
+        try:
+            process.stdin.close()
+        except BrokenPipeError:
+            pass
+    output = process.stdout.read().decode(errors="replace")
+    process.wait()
+    return output, sent
+
+
+def parse_tests(spec: str) -> list[int]:
+    tests: list[int] = []
+    for part in spec.split(","):
+        low, _, high = part.partition("-")
+        tests.extend(range(int(low), int(high or low) + 1))
+    return tests
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--mode", choices=("chunks", "counter"), default="chunks")
+    parser.add_argument("--tests", default="0-17", help="dieharder test numbers, e.g. 0-17,100-102,200-209")
+    parser.add_argument("--all", action="store_true", help="run `dieharder -a` on one stream instead of --tests")
+    parser.add_argument("--seed", type=int, default=0, help="root key seed")
+    parser.add_argument("--chunk-log2", type=int, default=24, help="words per generated block: 2**chunk_log2")
+    parser.add_argument("--extra", default="", help="extra dieharder arguments, e.g. '-p 200'")
+    parser.add_argument("--log", default=None, help="append dieharder's output to this file")
+    parser.add_argument("--throughput", action="store_true", help="only measure generation speed")
+    options = parser.parse_args()
+
+    num_words = 2**options.chunk_log2
+    seed_root = jax.random.key(options.seed)
+    print(f"jax {jax.__version__} on {jax.default_backend()}, mode {options.mode}, seed {options.seed}", flush=True)
+
+    if options.throughput:
+        blocks = stream_blocks(options.mode, seed_root, num_words)
+        next(blocks)  # compile
+        start, total = time.perf_counter(), 0
+        for _ in range(8):
+            total += len(next(blocks))
+        print(f"{total / (time.perf_counter() - start) / 1e6:.0f} MB/s", flush=True)
+        return
+
+    dieharder = ensure_dieharder()
+    runs = [(["-a"], "all")] if options.all else [(["-d", str(t)], str(t)) for t in parse_tests(options.tests)]
+    counts: Counter[str] = Counter()
+    total_bytes = 0
+    start = time.perf_counter()
+    log = open(options.log, "a") if options.log else None
+    for args, name in runs:
+        root = seed_root if options.all else jax.random.fold_in(seed_root, int(name))
+        test_start = time.perf_counter()
+        output, sent = run_dieharder(dieharder, [*args, *options.extra.split()], options.mode, root, num_words)
+        total_bytes += sent
+        results = [match.groups() for line in output.splitlines() if (match := RESULT_LINE.match(line))]
+        for result in results:
+            counts[result[-1]] += 1
+            print("|".join(result), flush=True)
+        if not results:
+            print(f"test {name}: no result lines; dieharder said:\n{output}", flush=True)
+        print(f"# test {name}: {sent / 1e9:.2f} GB in {time.perf_counter() - test_start:.0f} s", flush=True)
+        if log:
+            log.write(f"# mode={options.mode} seed={options.seed} args={' '.join(args)} {options.extra}\n{output}\n")
+            log.flush()
+    elapsed = time.perf_counter() - start
+    print(
+        f"# summary mode={options.mode} seed={options.seed}: PASSED {counts['PASSED']}, WEAK {counts['WEAK']}, "
+        f"FAILED {counts['FAILED']}; {total_bytes / 1e9:.1f} GB in {elapsed / 60:.1f} min",
+        flush=True,
+    )
+    sys.exit(1 if counts["FAILED"] else 0)
+
+
+if __name__ == "__main__":
+    main()
