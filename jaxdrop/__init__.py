@@ -37,12 +37,14 @@ from jaxdrop.keys import fold_in
 
 __version__ = "0.1.0"
 
-_LAZY_SUBMODULES = ("linen", "nnx", "mc", "uncertainty", "functional", "keys")
+_LAZY_SUBMODULES = ("linen", "nnx", "mc", "uncertainty", "functional", "keys", "inspect")
 
 
 def __getattr__(name: str):
     if name in _LAZY_SUBMODULES:
         return importlib.import_module(f"jaxdrop.{name}")
+    if name == "assert_deterministic":  # lazy: it needs Flax
+        return importlib.import_module("jaxdrop.inspect").assert_deterministic
     raise AttributeError(f"module 'jaxdrop' has no attribute {name!r}")
 
 

@@ -13,6 +13,7 @@ the mask is not stored for the backward pass, the rate is validated, and ``__cal
 from __future__ import annotations
 
 import contextvars
+import math
 from collections.abc import Sequence
 from typing import ClassVar
 
@@ -563,7 +564,7 @@ class WordDropout(_Stochastic):
 
 def _uniform_logit(init_min: float, init_max: float):
     """Initialiser of ``p_logit``: uniform in logit space between ``logit(init_min)`` and ``logit(init_max)``."""
-    low, high = (float(jnp.log(p) - jnp.log1p(-p)) for p in (init_min, init_max))
+    low, high = (math.log(p) - math.log1p(-p) for p in (init_min, init_max))
     return lambda key, shape=(), dtype=jnp.float32: jax.random.uniform(key, shape, dtype, low, high)
 
 

@@ -16,6 +16,7 @@ Same-mask pitfalls this module addresses (and its tests check):
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import ClassVar
 
@@ -680,7 +681,7 @@ class ConcreteRegularizer(nnx.Variable):
 
 
 def _uniform_logit(key, init_min: float, init_max: float) -> jax.Array:
-    low, high = (float(jnp.log(p) - jnp.log1p(-p)) for p in (init_min, init_max))
+    low, high = (math.log(p) - math.log1p(-p) for p in (init_min, init_max))
     if low == high:
         return jnp.asarray(low, jnp.float32)
     return jax.random.uniform(key, (), jnp.float32, low, high)

@@ -1,0 +1,581 @@
+"""Finds every dropout site in a Flax model and reports rates, shapes, stored-mask memory and common mistakes.
+
+``jaxdrop.inspect(model, variables, *inputs)`` (Linen) or ``jaxdrop.inspect(model, *inputs)`` (NNX) traces one call
+with ``jax.eval_shape`` (no computation, nothing in the model changes) and records every call into a jaxdrop layer,
+``flax.linen.Dropout`` / ``flax.nnx.Dropout`` and Flax's multi-head attention, with the module called next. The
+warnings follow published guidance; each one cites it.
+
+``assert_deterministic(fn, *args)`` fails if ``fn`` (a model in eval mode) still samples random numbers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect as _pyinspect
+import math
+import sys
+import types
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import jax
+import numpy as np
+
+__all__ = ["DropoutSite", "InspectReport", "assert_deterministic", "inspect"]
+
+# Thresholds of the warnings, with where they come from.
+DENSE_MAX_RATE = 0.5  # Srivastava et al. 2014 (JMLR 15, §A.4): 0.5 for hidden units is close to optimal; more underfits
+ATTENTION_MAX_RATE = 0.3  # Vaswani et al. 2017 and BERT use 0.1 on attention weights; 0.0-0.2 is the usual range
+EMBEDDING_MAX_RATE = 0.5  # 0.1 in Transformers/BERT; AWD-LSTM (Merity et al. 2018) uses 0.1 on embedding rows
+SMALL_OUTPUT_FEATURES = 8  # a model output this narrow is treated as a regression/logit head
+
+
+@dataclasses.dataclass(frozen=True)
+class DropoutSite:
+    """One dropout site: where it is, what it does and what it costs.
+
+    Attributes:
+      path: the module path, ``"encoder/block_0/dropout"``.
+      layer: the layer's class name.
+      kind: the dropout family (``"dropout"``, ``"spatial"``, ``"attention"``, ...).
+      rate: the drop rate (standard deviation for Gaussian noise, learned rate for concrete dropout), or None
+        when it is traced.
+      input_shape: shape of the masked array (the attention weights for attention), or None if not called.
+      dtype: its dtype name.
+      mask_bytes: bytes of mask that autodiff keeps for the backward pass: a bool mask the size of the input for
+        ``flax.linen.Dropout``, 0 for jaxdrop layers (they keep only the key).
+      active: whether the traced call drew a mask (not deterministic and a non-zero rate).
+    """
+
+    path: str
+    layer: str
+    kind: str
+    rate: float | None
+    input_shape: tuple[int, ...] | None
+    dtype: str | None
+    mask_bytes: int
+    active: bool
+
+
+@dataclasses.dataclass
+class InspectReport:
+    """The dropout sites of a model and the warnings about them; ``str(report)`` is a table."""
+
+    rows: list[DropoutSite]
+    warnings: list[str]
+
+    def __str__(self) -> str:
+        header = ("path", "layer", "kind", "rate", "input shape", "mask bytes", "active")
+        lines = [
+            (
+                site.path or "(root)",
+                site.layer,
+                site.kind,
+                "traced" if site.rate is None else f"{site.rate:.3g}",
+                "not called" if site.input_shape is None else f"{site.input_shape} {site.dtype}",
+                str(site.mask_bytes),
+                "yes" if site.active else "no",
+            )
+            for site in self.rows
+        ]
+        widths = [max(len(row[i]) for row in [header, *lines]) for i in range(len(header))]
+        fmt = lambda row: "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        out = [fmt(header), fmt(tuple("-" * w for w in widths)), *map(fmt, lines)]
+        if not self.rows:
+            out.append("(no dropout sites)")
+        out += [f"warning: {warning}" for warning in self.warnings]
+        return "\n".join(out)
+
+
+@dataclasses.dataclass
+class _Call:
+    """One recorded module call, in call order."""
+
+    path: tuple
+    module: Any
+    args: tuple
+    kwargs: dict
+    output: Any = None
+
+
+def inspect(model: Any, *inputs: Any, **call_kwargs: Any) -> InspectReport:
+    """Reports every dropout site of a Flax model and warns about common mistakes.
+
+    Args:
+      model: a ``flax.linen.Module`` (then the first input is its ``variables``) or a ``flax.nnx.Module``.
+      *inputs: ``variables, *args`` for Linen; the call's ``*args`` for NNX.
+      **call_kwargs: keyword arguments of the call (``train=True``, ``deterministic=False``...). For Linen,
+        ``rngs=`` may be given (by default ``'dropout'`` and ``'params'`` keys are supplied), and ``mutable``
+        (every collection by default).
+
+    Returns:
+      An ``InspectReport`` with ``rows`` (``DropoutSite``), ``warnings`` and a table as ``str``.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, jaxdrop
+      >>> import flax.linen as nn
+      >>> class Head(nn.Module):
+      ...     @nn.compact
+      ...     def __call__(self, x, train):
+      ...         x = nn.relu(nn.Dense(16)(x))
+      ...         x = jaxdrop.linen.Dropout(0.6, deterministic=not train)(x)
+      ...         return nn.Dense(1)(x)
+      >>> x = jnp.ones((2, 4))
+      >>> variables = Head().init(jax.random.key(0), x, train=False)
+      >>> report = jaxdrop.inspect(Head(), variables, x, train=True)
+      >>> [(site.path, site.kind, site.rate, site.input_shape, site.mask_bytes, site.active) for site in report.rows]
+      [('Dropout_0', 'dropout', 0.6, (2, 16), 0, True)]
+      >>> print(report.warnings[0][:46])
+      Dropout_0: rate 0.6 > 0.5 next to a dense layer
+    """
+    import flax.linen as nn
+    from flax import nnx
+
+    if isinstance(model, nn.Module):
+        if not inputs:
+            raise TypeError("inspect(linen_module, variables, *inputs): the variables are missing.")
+        calls, output, rates = _trace_linen(model, inputs[0], inputs[1:], call_kwargs)
+        sites = {}
+    elif isinstance(model, nnx.Module):
+        calls, output, rates, sites = _trace_nnx(model, inputs, call_kwargs)
+    else:
+        raise TypeError(f"`model` must be a flax.linen.Module or a flax.nnx.Module; got {type(model).__name__}.")
+    return _report(calls, output, rates, sites)
+
+
+# ---------------------------------------------------------------- tracing
+
+
+def _path_name(path: tuple) -> str:
+    return "/".join(str(part) for part in path)
+
+
+def _trace_linen(model, variables, args, kwargs):
+    import flax.linen as nn
+
+    calls: list[_Call] = []
+    rngs = kwargs.pop("rngs", None) or {name: jax.random.key(0) for name in ("dropout", "params")}
+    kwargs.setdefault("mutable", True)  # BatchNorm statistics, sown values: the trace is discarded anyway
+
+    def record(next_fun, call_args, call_kwargs, context):
+        if context.method_name != "__call__":
+            return next_fun(*call_args, **call_kwargs)
+        call = _Call(tuple(context.module.path), context.module, call_args, call_kwargs)
+        calls.append(call)
+        call.output = next_fun(*call_args, **call_kwargs)
+        return call.output
+
+    traced_output = []
+
+    def run(variables, args):
+        with nn.intercept_methods(record):
+            traced_output.append(model.apply(variables, *args, rngs=rngs, **kwargs))
+        return traced_output[-1]
+
+    # Inside the trace the recorded tracers are the very objects the model passes between modules, so the
+    # BatchNorm / skip / output checks compare them by identity.
+    jax.eval_shape(run, variables, args)
+    # Learned rates (concrete dropout) are read from the variables, outside the trace.
+    rates = {}
+    for call in calls:
+        if getattr(call.module, "kind", None) == "concrete":
+            p_logit = _lookup(variables.get("params", {}), (*call.path, "p_logit"))
+            rates[call.path] = None if p_logit is None else float(jax.nn.sigmoid(p_logit))
+    return calls, traced_output[-1], rates
+
+
+def _lookup(tree, path):
+    for part in path:
+        if not hasattr(tree, "get") or part not in tree:
+            return None
+        tree = tree[part]
+    return tree
+
+
+def _trace_nnx(model, args, kwargs):
+    from flax import nnx
+
+    graphdef, state = nnx.split(model)
+    originals = {tuple(path): module for path, module in nnx.iter_modules(model)}
+    calls: list[_Call] = []
+
+    def run(state, args):
+        copy = nnx.merge(graphdef, state)
+        paths = {id(module): tuple(path) for path, module in nnx.iter_modules(copy)}
+        classes = {type(module) for _, module in nnx.iter_modules(copy)}
+        stack: list[int] = []
+
+        def wrap(cls):
+            original = cls.__call__
+
+            def recorded(self, *call_args, **call_kwargs):
+                if id(self) not in paths or (stack and stack[-1] == id(self)):  # a subclass calling its parent
+                    return original(self, *call_args, **call_kwargs)
+                call = _Call(paths[id(self)], self, call_args, call_kwargs)
+                calls.append(call)
+                stack.append(id(self))
+                try:
+                    call.output = original(self, *call_args, **call_kwargs)
+                finally:
+                    stack.pop()
+                return call.output
+
+            return recorded
+
+        patched = []
+        try:
+            for cls in classes:
+                patched.append((cls, cls.__dict__.get("__call__")))
+                cls.__call__ = wrap(cls)
+            output = copy(*args, **kwargs)
+        finally:
+            for cls, own in patched:
+                if own is None:
+                    del cls.__call__
+                else:
+                    cls.__call__ = own
+        traced_output.append(output)
+        return output
+
+    traced_output = []
+    jax.eval_shape(run, state, args)
+    sites = {path: module for path, module in originals.items() if _site_kind(module) is not None}
+    rates = {path: _static_rate(module) for path, module in sites.items()}
+    return calls, traced_output[-1], rates, sites
+
+
+# ---------------------------------------------------------------- what a site is
+
+
+def _site_kind(module) -> str | None:
+    """The dropout family of a module, or None if it is not a dropout site."""
+    import flax.linen as nn
+    from flax import nnx
+
+    from jaxdrop import linen as jdl
+    from jaxdrop import nnx as jdn
+
+    if isinstance(module, (jdl._Stochastic, jdn._Stochastic)):
+        return module.kind
+    if isinstance(module, (nn.Dropout, nnx.Dropout)):
+        return "dropout"
+    if isinstance(module, (nn.MultiHeadDotProductAttention, nnx.MultiHeadAttention)):
+        return "attention" if _static_rate(module) else None
+    return None
+
+
+def _static_rate(module) -> float | None:
+    from flax import nnx
+
+    if isinstance(module, nnx.MultiHeadAttention) or hasattr(module, "dropout_rate"):
+        value = getattr(module, "dropout_rate", None)
+    else:
+        value = getattr(module, getattr(module, "rate_field", "rate"), None)
+    try:
+        return float(value)
+    except (TypeError, jax.errors.ConcretizationTypeError):
+        return None
+
+
+def _is_jaxdrop(module) -> bool:
+    return type(module).__module__.startswith("jaxdrop.")
+
+
+def _uses_jaxdrop_attention(module) -> bool:
+    fn = getattr(module, "attention_fn", None)
+    fn = getattr(fn, "func", fn)  # functools.partial
+    return getattr(fn, "__module__", "").startswith("jaxdrop.")
+
+
+def _deterministic(call: _Call) -> bool:
+    """The flag the call ran with: call-time argument first, then the attribute."""
+    try:
+        bound = _pyinspect.signature(type(call.module).__call__).bind(call.module, *call.args, **call.kwargs)
+        value = bound.arguments.get("deterministic")
+    except TypeError:
+        value = call.kwargs.get("deterministic")
+    if value is None:
+        value = getattr(call.module, "deterministic", None)
+    return bool(value)
+
+
+def _masked_shape(call: _Call, kind: str) -> tuple[int, ...] | None:
+    if kind != "attention":
+        return tuple(np.shape(call.args[0])) if call.args else None
+    inputs_q = call.args[0]
+    inputs_k = call.args[1] if len(call.args) > 1 and call.args[1] is not None else inputs_q
+    heads = call.module.num_heads
+    return (*np.shape(inputs_q)[:-2], heads, np.shape(inputs_q)[-2], np.shape(inputs_k)[-2])
+
+
+def _mask_bytes(call: _Call, kind: str, shape: tuple[int, ...], active: bool) -> int:
+    """Bytes autodiff keeps for the mask: flax keeps a bool mask (Dropout) or a float multiplier (attention)."""
+    if not active or _is_jaxdrop(call.module) or (kind == "attention" and _uses_jaxdrop_attention(call.module)):
+        return 0
+    if kind == "attention":
+        dropout_shape = shape if not call.module.broadcast_dropout else (*([1] * (len(shape) - 2)), *shape[-2:])
+        return math.prod(dropout_shape) * 4  # float32 multiplier
+    return math.prod(shape)  # one bool per element, broadcast to the input
+
+
+# ---------------------------------------------------------------- the report
+
+
+def _class_names(module) -> set[str]:
+    return {cls.__name__ for cls in type(module).__mro__}
+
+
+def _report(calls: list[_Call], output, rates: dict, uncalled: dict) -> InspectReport:
+    """Rows for recorded calls (in call order), then for NNX sites that were never called."""
+    rows, warnings = [], []
+    output_ids = {id(leaf) for leaf in jax.tree.leaves(output)}
+    seen = set()
+    for index, call in enumerate(calls):
+        kind = _site_kind(call.module)
+        if kind is None:
+            continue
+        seen.add(call.path)
+        path = _path_name(call.path)
+        rate = call.kwargs.get("rate") if call.kwargs.get("rate") is not None else None
+        rate = _as_float(rate) if rate is not None else rates.get(call.path, _static_rate(call.module))
+        deterministic = _deterministic(call)
+        if kind == "attention" and not deterministic:
+            deterministic = not _attention_dropout_active(call)
+        active = not deterministic and rate != 0.0
+        shape = _masked_shape(call, kind)
+        dtype = str(getattr(call.args[0], "dtype", "")) if call.args else None
+        rows.append(
+            DropoutSite(
+                path=path,
+                layer=type(call.module).__name__,
+                kind=kind,
+                rate=rate,
+                input_shape=shape,
+                dtype=dtype or None,
+                mask_bytes=_mask_bytes(call, kind, shape, active) if shape is not None else 0,
+                active=active,
+            )
+        )
+        warnings += _site_warnings(calls, index, kind, rate, path, output_ids)
+    for path, module in uncalled.items():
+        if path not in seen:
+            kind = _site_kind(module)
+            rows.append(
+                DropoutSite(_path_name(path), type(module).__name__, kind, rates.get(path), None, None, 0, False)
+            )
+    return InspectReport(rows, warnings)
+
+
+def _as_float(value) -> float | None:
+    try:
+        return float(value)
+    except (TypeError, jax.errors.ConcretizationTypeError):
+        return None
+
+
+def _attention_dropout_active(call: _Call) -> bool:
+    return bool(_static_rate(call.module))
+
+
+def _next_leaf(calls: list[_Call], index: int) -> _Call | None:
+    """The first leaf module called after ``calls[index]`` returned (skipping its own submodules)."""
+    own = calls[index].path
+    for later in range(index + 1, len(calls)):
+        call = calls[later]
+        if call.module is None or call.path[: len(own)] == own:
+            continue
+        following = calls[later + 1] if later + 1 < len(calls) else None
+        if following is None or following.path[: len(call.path)] != call.path or following.module is None:
+            return call
+    return None
+
+
+def _previous_leaf(calls: list[_Call], index: int) -> _Call | None:
+    own = calls[index].path
+    for earlier in range(index - 1, -1, -1):
+        call = calls[earlier]
+        if own[: len(call.path)] == call.path:  # an ancestor
+            continue
+        return call
+    return None
+
+
+def _site_warnings(calls, index, kind, rate, path, output_ids) -> list[str]:
+    call = calls[index]
+    out_ids = {id(leaf) for leaf in jax.tree.leaves(call.output)}
+    in_ids = {id(call.args[0])} if call.args else set()
+    next_leaf, previous_leaf = _next_leaf(calls, index), _previous_leaf(calls, index)
+    next_names = _class_names(next_leaf.module) if next_leaf else set()
+    previous_names = _class_names(previous_leaf.module) if previous_leaf else set()
+    dense = {"Dense", "DenseGeneral", "Linear", "LinearGeneral", "Einsum"}
+    warnings = []
+    if kind == "dropout" and rate is not None and rate > DENSE_MAX_RATE and (next_names | previous_names) & dense:
+        warnings.append(
+            f"{path}: rate {rate:g} > {DENSE_MAX_RATE} next to a dense layer; Srivastava et al. (2014) found 0.5 "
+            f"near-optimal for hidden units (0.2 for inputs), and higher rates tend to underfit."
+        )
+    if kind != "attention" and next_leaf is not None and "BatchNorm" in next_names:
+        if next_leaf.args and id(next_leaf.args[0]) in out_ids:
+            warnings.append(
+                f"{path}: dropout feeds {_path_name(next_leaf.path)} (BatchNorm) directly: the variance of its "
+                f"output differs between training and inference, so the running statistics are wrong at test time "
+                f"(variance shift, Li et al. 2019). Move dropout after the last BatchNorm."
+            )
+    if kind != "attention" and out_ids & output_ids:
+        shape = np.shape(call.output)
+        narrow = bool(shape) and shape[-1] <= SMALL_OUTPUT_FEATURES
+        warnings.append(
+            f"{path}: dropout is applied to the model output{' (a regression head)' if narrow else ''}: "
+            f"predictions are zeroed and rescaled at random; apply dropout before the last layer instead."
+        )
+    if kind not in ("attention", "dropconnect", "concrete") and in_ids:
+        for other in calls:
+            if other is call or other.module is None or call.path[: len(other.path)] == other.path:
+                continue  # itself, the output marker, or an enclosing module
+            if in_ids <= out_ids:
+                break  # an inactive dropout returns its input: consumers of its output are not a skip path
+            if other.args and any(id(arg) in in_ids for arg in other.args[:1]):
+                warnings.append(
+                    f"{path}: its input is also consumed by {_path_name(other.path)}; if this dropout sits on a "
+                    f"skip (identity) connection it breaks the identity mapping of the residual block (He et al. "
+                    f"2016); drop the residual branch instead (Dropout before the add, or DropPath)."
+                )
+                break
+    if kind == "attention" and rate is not None and rate > ATTENTION_MAX_RATE:
+        warnings.append(
+            f"{path}: attention dropout rate {rate:g} is far from common values (0.1 in Vaswani et al. 2017 and "
+            f"BERT; usually 0.0-0.2)."
+        )
+    if kind in ("dropout", "token", "word") and rate is not None and rate > EMBEDDING_MAX_RATE:
+        if (
+            previous_leaf is not None
+            and {"Embed", "Embedding"} & previous_names
+            and id(call.args[0]) in {id(leaf) for leaf in jax.tree.leaves(previous_leaf.output)}
+        ):
+            warnings.append(
+                f"{path}: embedding dropout rate {rate:g} is far from common values (0.1 in Transformers and "
+                f"BERT; 0.1 on embedding rows in AWD-LSTM, Merity et al. 2018)."
+            )
+    return warnings
+
+
+# ---------------------------------------------------------------- assert_deterministic
+
+# Primitives that turn a key into random bits. Key plumbing (random_seed, random_wrap, random_split,
+# random_fold_in) produces no random data, so it is allowed.
+_SAMPLING_PRIMITIVES = frozenset({"random_bits", "threefry2x32", "rng_bit_generator", "rng_uniform"})
+
+
+def _describe(source_info, inherited: str) -> str:
+    """Where an equation comes from: the innermost user frame and the innermost Flax/jaxdrop frame."""
+    frames = getattr(getattr(source_info, "traceback", None), "frames", None) or []
+    frames = [frame for frame in frames if "/jax/" not in frame.file_name and "/jaxlib/" not in frame.file_name]
+    if not frames:
+        return inherited  # inside a nested jit: the enclosing equation knows the call site
+    library = [frame for frame in frames if "/flax/" in frame.file_name or "/jaxdrop/" in frame.file_name]
+    user = [frame for frame in frames if frame not in library]
+    parts = []
+    if user:
+        parts.append(f"{user[0].file_name}:{user[0].line_num}")
+    elif inherited != "?":
+        parts.append(inherited.split(" in ")[0])  # the call site known from the enclosing equation
+    if library:
+        # innermost frames first: name the layer (its __call__) when there is one
+        layer = next((frame for frame in library if frame.function_name.endswith("__call__")), library[0])
+        parts.append(f"in {layer.function_name}")
+    return " ".join(parts)
+
+
+def _sampling_sites(jaxpr, inherited: str = "?") -> Iterator[str]:
+    """Yields a description of every equation that samples random bits, in nested jaxprs too."""
+    for eqn in jaxpr.eqns:
+        where = _describe(eqn.source_info, inherited)
+        if eqn.primitive.name in _SAMPLING_PRIMITIVES:
+            yield where
+        for param in eqn.params.values():
+            for sub in param if isinstance(param, (tuple, list)) else (param,):
+                inner = getattr(sub, "jaxpr", sub)  # ClosedJaxpr -> Jaxpr
+                if hasattr(inner, "eqns"):
+                    yield from _sampling_sites(inner, where)
+
+
+def assert_deterministic(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+    """Fails if ``fn(*args, **kwargs)`` samples random numbers: a model in eval mode must not draw masks.
+
+    Traces ``fn`` (no computation) and looks for primitives that produce random bits, which every active
+    dropout draws (flax's ``bernoulli`` and jaxdrop's fused generator alike). When an argument holds typed PRNG
+    keys, ``fn`` is also run with different keys and its outputs must be identical. NNX modules may be passed as
+    arguments; they are not modified.
+
+    Args:
+      fn: the function to check, e.g. ``lambda x: model.apply(variables, x, train=False)``.
+      *args, **kwargs: its arguments.
+
+    Raises:
+      AssertionError: naming the sites (name stack and source line) that sample, or the outputs that changed.
+
+    Example:
+      >>> import jax.numpy as jnp, jaxdrop
+      >>> from flax import nnx
+      >>> layer = jaxdrop.nnx.Dropout(0.5, rngs=nnx.Rngs(0))
+      >>> layer.eval()
+      >>> jaxdrop.assert_deterministic(lambda m, x: m(x), layer, jnp.ones(4))
+      >>> layer.train()
+      >>> try:
+      ...     jaxdrop.assert_deterministic(lambda m, x: m(x), layer, jnp.ones(4))
+      ... except AssertionError as err:
+      ...     print(str(err)[:40])
+      fn samples random numbers at 1 site(s) w
+    """
+    pure, state = _purify(fn, args, kwargs)
+    closed = jax.make_jaxpr(pure)(state)
+    sites = sorted(set(_sampling_sites(closed.jaxpr)))
+    if sites:
+        raise AssertionError(
+            f"fn samples random numbers at {len(sites)} site(s) while it should be deterministic (is dropout "
+            f"still active? call model.eval() / pass deterministic=True):\n  " + "\n  ".join(sites)
+        )
+    is_key = lambda leaf: isinstance(leaf, jax.Array) and jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key)
+    if any(is_key(leaf) for leaf in jax.tree.leaves(state)):
+        other = jax.tree.map(lambda leaf: jax.random.fold_in(leaf, 1) if is_key(leaf) else leaf, state)
+        first, second = jax.jit(pure)(state), jax.jit(pure)(other)
+        changed = [
+            jax.tree_util.keystr(path)
+            for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(first), jax.tree.leaves(second), strict=True)
+            if not np.array_equal(np.asarray(a), np.asarray(b))
+        ]
+        if changed:
+            raise AssertionError(f"fn's outputs {changed} change with the PRNG keys it is given.")
+
+
+def _purify(fn, args, kwargs):
+    """``fn`` as a pure function of a pytree: NNX modules are split into graph and state (and left untouched)."""
+    from flax import nnx
+
+    graphdefs, states = [], []
+    for arg in (*args, *kwargs.values()):
+        if isinstance(arg, nnx.Module):
+            graphdef, state = nnx.split(arg)
+            graphdefs.append(graphdef)
+            states.append(state)
+        else:
+            graphdefs.append(None)
+            states.append(arg)
+    names = list(kwargs)
+
+    def pure(states):
+        values = [v if g is None else nnx.merge(g, v) for g, v in zip(graphdefs, states, strict=True)]
+        positional, named = values[: len(args)], values[len(args) :]
+        return fn(*positional, **dict(zip(names, named, strict=True)))
+
+    return pure, states
+
+
+class _CallableModule(types.ModuleType):
+    """``jaxdrop.inspect`` is this module and the function at once: ``jaxdrop.inspect(model, ...)``."""
+
+    def __call__(self, model: Any, *inputs: Any, **call_kwargs: Any) -> InspectReport:
+        return inspect(model, *inputs, **call_kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
