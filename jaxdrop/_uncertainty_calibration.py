@@ -8,6 +8,7 @@ Deep Learning").
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Literal, NamedTuple
 
 import jax
@@ -20,8 +21,24 @@ BINNINGS = ("uniform", "quantile")
 
 
 def _probs_and_labels(probs: jax.typing.ArrayLike, labels: jax.typing.ArrayLike) -> tuple[jax.Array, jax.Array]:
-    probs = _stats.as_float(checks.probabilities(probs))
+    probs = checks.probabilities(probs)
     return probs, checks.labels(labels, probs.shape[:-1], probs.shape[-1])
+
+
+# Validation runs in Python; each metric is then one jitted program (one dispatch when called eagerly).
+
+
+@jax.jit
+def _nll(probs: jax.Array, labels: jax.Array) -> jax.Array:
+    label_probs = jnp.take_along_axis(_stats.as_float(probs), labels[..., None], axis=-1)[..., 0]
+    return -jnp.log(jnp.maximum(label_probs, jnp.finfo(jnp.float32).tiny)).mean()
+
+
+@jax.jit
+def _brier_score(probs: jax.Array, labels: jax.Array) -> jax.Array:
+    probs = _stats.as_float(probs)
+    one_hot = jax.nn.one_hot(labels, probs.shape[-1], dtype=probs.dtype)
+    return jnp.square(probs - one_hot).sum(-1).mean()
 
 
 def nll(probs: jax.typing.ArrayLike, labels: jax.typing.ArrayLike) -> jax.Array:
@@ -39,9 +56,7 @@ def nll(probs: jax.typing.ArrayLike, labels: jax.typing.ArrayLike) -> jax.Array:
       >>> round(float(jaxdrop.uncertainty.nll(jnp.array([[0.5, 0.5], [0.25, 0.75]]), jnp.array([0, 1]))), 4)
       0.4904
     """
-    probs, labels = _probs_and_labels(probs, labels)
-    label_probs = jnp.take_along_axis(probs, labels[..., None], axis=-1)[..., 0]
-    return -jnp.log(jnp.maximum(label_probs, jnp.finfo(jnp.float32).tiny)).mean()
+    return _nll(*_probs_and_labels(probs, labels))
 
 
 def brier_score(probs: jax.typing.ArrayLike, labels: jax.typing.ArrayLike) -> jax.Array:
@@ -54,9 +69,7 @@ def brier_score(probs: jax.typing.ArrayLike, labels: jax.typing.ArrayLike) -> ja
       >>> jaxdrop.uncertainty.brier_score(jnp.array([[0.75, 0.25]]), jnp.array([0])).tolist()
       0.125
     """
-    probs, labels = _probs_and_labels(probs, labels)
-    one_hot = jax.nn.one_hot(labels, probs.shape[-1], dtype=probs.dtype)
-    return jnp.square(probs - one_hot).sum(-1).mean()
+    return _brier_score(*_probs_and_labels(probs, labels))
 
 
 class ReliabilityDiagram(NamedTuple):
@@ -108,6 +121,12 @@ def reliability_diagram(
         raise ValueError(f"`probs` must have shape (num_examples, num_classes); got {probs.shape}.")
     num_bins = checks.int_in_range(num_bins, "num_bins", 1, 2**31 - 1)
     _checks.choice(binning, BINNINGS, "binning")
+    return _reliability_diagram(probs, labels, num_bins, binning)
+
+
+@functools.partial(jax.jit, static_argnums=(2, 3))
+def _reliability_diagram(probs: jax.Array, labels: jax.Array, num_bins: int, binning: str) -> ReliabilityDiagram:
+    probs = _stats.as_float(probs)
     num_examples = probs.shape[0]
     confidence = probs.max(-1)
     correct = (jnp.argmax(probs, -1) == labels).astype(jnp.float32)
@@ -162,7 +181,11 @@ def expected_calibration_error(
       >>> round(float(ece), 4)  # one bin, mean confidence 0.7333, accuracy 0.6667
       0.0667
     """
-    diagram = reliability_diagram(probs, labels, num_bins, binning)
+    return _calibration_error(reliability_diagram(probs, labels, num_bins, binning))
+
+
+@jax.jit
+def _calibration_error(diagram: ReliabilityDiagram) -> jax.Array:
     weights = diagram.counts / diagram.counts.sum()
     gaps = jnp.abs(diagram.accuracy - diagram.confidence)
     return jnp.where(diagram.counts > 0, weights * gaps, 0.0).sum()

@@ -32,7 +32,35 @@ def predictive_entropy(probs: jax.typing.ArrayLike) -> jax.Array:
       >>> [round(h, 4) for h in jaxdrop.uncertainty.predictive_entropy(jnp.array([[0.5, 0.5], [1.0, 0.0]])).tolist()]
       [0.6931, 0.0]
     """
-    return _stats.entropy(checks.probabilities(probs))
+    return _entropy(checks.probabilities(probs))
+
+
+# Each metric validates its inputs in Python, then runs one jitted program: evaluated eagerly, a metric is one
+# dispatch (and one compile per shape) instead of dozens of op-by-op compilations.
+_entropy = jax.jit(_stats.entropy)
+
+
+@jax.jit
+def _expected_entropy(sample_probs: jax.Array) -> jax.Array:
+    return _stats.entropy(sample_probs).mean(0)
+
+
+@jax.jit
+def _mutual_information(sample_probs: jax.Array) -> jax.Array:
+    mean_probs = _stats.as_float(sample_probs).mean(0)
+    return jnp.maximum(_stats.entropy(mean_probs) - _stats.entropy(sample_probs).mean(0), 0.0)
+
+
+@jax.jit
+def _margin(probs: jax.Array) -> jax.Array:
+    return _stats.top_two_gap(_stats.as_float(probs))
+
+
+@jax.jit
+def _variation_ratio(sample_probs: jax.Array) -> jax.Array:
+    num_samples, num_classes = sample_probs.shape[0], sample_probs.shape[-1]
+    votes = jax.nn.one_hot(jnp.argmax(sample_probs, -1), num_classes, dtype=jnp.int32).sum(0)
+    return (num_samples - votes.max(-1)).astype(jnp.float32) / num_samples
 
 
 def expected_entropy(sample_probs: jax.typing.ArrayLike) -> jax.Array:
@@ -50,7 +78,7 @@ def expected_entropy(sample_probs: jax.typing.ArrayLike) -> jax.Array:
       >>> jaxdrop.uncertainty.expected_entropy(sample_probs).tolist()
       [0.0]
     """
-    return _stats.entropy(checks.probabilities(sample_probs, "sample_probs", min_ndim=2)).mean(0)
+    return _expected_entropy(checks.probabilities(sample_probs, "sample_probs", min_ndim=2))
 
 
 def mutual_information(sample_probs: jax.typing.ArrayLike) -> jax.Array:
@@ -70,9 +98,7 @@ def mutual_information(sample_probs: jax.typing.ArrayLike) -> jax.Array:
       >>> round(float(jaxdrop.uncertainty.mutual_information(sample_probs)[0]), 4)  # log 2
       0.6931
     """
-    sample_probs = checks.probabilities(sample_probs, "sample_probs", min_ndim=2)
-    mean_probs = _stats.as_float(sample_probs).mean(0)
-    return jnp.maximum(_stats.entropy(mean_probs) - _stats.entropy(sample_probs).mean(0), 0.0)
+    return _mutual_information(checks.probabilities(sample_probs, "sample_probs", min_ndim=2))
 
 
 def variation_ratio(sample_probs: jax.typing.ArrayLike) -> jax.Array:
@@ -90,10 +116,7 @@ def variation_ratio(sample_probs: jax.typing.ArrayLike) -> jax.Array:
       >>> jaxdrop.uncertainty.variation_ratio(sample_probs).tolist()
       [0.25]
     """
-    sample_probs = checks.probabilities(sample_probs, "sample_probs", min_ndim=2)
-    num_samples, num_classes = sample_probs.shape[0], sample_probs.shape[-1]
-    votes = jax.nn.one_hot(jnp.argmax(sample_probs, -1), num_classes, dtype=jnp.int32).sum(0)
-    return (num_samples - votes.max(-1)).astype(jnp.float32) / num_samples
+    return _variation_ratio(checks.probabilities(sample_probs, "sample_probs", min_ndim=2))
 
 
 def margin(probs: jax.typing.ArrayLike) -> jax.Array:
@@ -110,7 +133,7 @@ def margin(probs: jax.typing.ArrayLike) -> jax.Array:
       >>> round(float(jaxdrop.uncertainty.margin(jnp.array([[0.5, 0.2, 0.3]]))[0]), 4)
       0.2
     """
-    return _stats.top_two_gap(_stats.as_float(checks.probabilities(probs)))
+    return _margin(checks.probabilities(probs))
 
 
 def bald_top_k(sample_probs: jax.typing.ArrayLike, k: int) -> jax.Array:
@@ -142,4 +165,4 @@ def bald_top_k(sample_probs: jax.typing.ArrayLike, k: int) -> jax.Array:
             f"`sample_probs` must have shape (num_samples, pool_size, num_classes); got {sample_probs.shape}."
         )
     k = checks.int_in_range(k, "k", 1, sample_probs.shape[1])
-    return lax.top_k(mutual_information(sample_probs), k)[1]
+    return lax.top_k(_mutual_information(sample_probs), k)[1]

@@ -6,8 +6,6 @@ precision ``tau`` (variance ``1/tau``) or a heteroscedastic head's per-sample lo
 
 from __future__ import annotations
 
-import math
-
 import jax
 import jax.numpy as jnp
 from jax.scipy.special import logsumexp
@@ -41,6 +39,21 @@ def _noise_log_variance(
     return jnp.broadcast_to(-jnp.log(jnp.asarray(tau, jnp.float32)), samples.shape)
 
 
+@jax.jit
+def _variance(samples: jax.Array) -> jax.Array:
+    # Shifted by the first sample: exactly 0 for identical samples (a deterministic model), and no cancellation
+    # when the spread is small next to the mean.
+    shifted = samples - samples[0]
+    return jnp.var(shifted, axis=0)
+
+
+@jax.jit
+def _mixture_log_likelihood(samples, targets, log_variance, target_mean, target_std):
+    means = samples * target_std + target_mean
+    log_density = _stats.gaussian_log_density(_stats.as_float(targets), means, log_variance)
+    return (logsumexp(log_density, axis=0) - jnp.log(samples.shape[0])).mean()
+
+
 def epistemic_variance(samples: jax.typing.ArrayLike) -> jax.Array:
     """Variance of the MC samples over the sample axis (``1/T`` normalisation): the model's uncertainty.
 
@@ -55,7 +68,7 @@ def epistemic_variance(samples: jax.typing.ArrayLike) -> jax.Array:
       >>> jaxdrop.uncertainty.epistemic_variance(jnp.array([1.0, 3.0])).tolist()
       1.0
     """
-    return jnp.var(_samples(samples), axis=0)
+    return _variance(_samples(samples))
 
 
 def aleatoric_variance(
@@ -104,7 +117,7 @@ def predictive_variance(
     """
     samples = _samples(samples)
     noise = jnp.exp(_noise_log_variance(samples, tau, log_variance)).mean(0)
-    return jnp.var(samples, axis=0) + noise
+    return _variance(samples) + noise
 
 
 def gaussian_log_likelihood(
@@ -150,9 +163,7 @@ def gaussian_log_likelihood(
     target_std = jnp.asarray(target_std, jnp.float32)
     if log_variance is not None:
         log_var = log_var + 2.0 * jnp.log(target_std)
-    means = samples * target_std + target_mean
-    log_density = _stats.gaussian_log_density(_stats.as_float(targets), means, log_var)
-    return (logsumexp(log_density, axis=0) - math.log(samples.shape[0])).mean()
+    return _mixture_log_likelihood(samples, targets, log_var, jnp.asarray(target_mean, jnp.float32), target_std)
 
 
 def rmse(predictions: jax.typing.ArrayLike, targets: jax.typing.ArrayLike) -> jax.Array:

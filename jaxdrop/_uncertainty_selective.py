@@ -8,20 +8,54 @@ reproducible.
 
 from __future__ import annotations
 
+import functools
 import numbers
 
 import jax
 import jax.numpy as jnp
 
-from jaxdrop import _checks
+from jaxdrop import _checks, _stats
 from jaxdrop import _uncertainty_checks as checks
 
 
 def _scores(values: jax.typing.ArrayLike, name: str, allow_empty: bool = False) -> jax.Array:
+    """A 1-D array of scores or errors: bool, integer or floating point (cast to float inside the jitted core)."""
     values = checks.vector(values, name, allow_empty)
     if jnp.issubdtype(values.dtype, jnp.bool_) or jnp.issubdtype(values.dtype, jnp.integer):
-        return values.astype(jnp.float32)
-    return _checks.floating_array(values, name).astype(jnp.promote_types(values.dtype, jnp.float32))
+        return values
+    return _checks.floating_array(values, name)
+
+
+# Validation runs in Python; each metric is then one jitted program (one dispatch when called eagerly).
+
+
+@jax.jit
+def _risk_coverage(uncertainty: jax.Array, errors: jax.Array) -> tuple[jax.Array, jax.Array]:
+    num_examples = uncertainty.shape[0]
+    order = jnp.argsort(_stats.as_float(uncertainty), stable=True)
+    kept = jnp.arange(1, num_examples + 1, dtype=jnp.float32)
+    return kept / num_examples, jnp.cumsum(errors[order].astype(jnp.float32)) / kept
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _flag_top(uncertainty: jax.Array, count: int) -> jax.Array:
+    uncertainty = _stats.as_float(uncertainty)
+    scores = jnp.where(jnp.isnan(uncertainty), jnp.inf, uncertainty)
+    order = jnp.argsort(-scores, stable=True)
+    return jnp.zeros(uncertainty.shape[0], bool).at[order[:count]].set(True)
+
+
+@jax.jit
+def _auroc(scores_in: jax.Array, scores_out: jax.Array) -> jax.Array:
+    scores_in, scores_out = _stats.as_float(scores_in), _stats.as_float(scores_out)
+    ordered = jnp.sort(jnp.concatenate([scores_in, scores_out]))
+    # Average 1-based rank of each OOD score among all: tied scores share the mean of their ranks.
+    lower = jnp.searchsorted(ordered, scores_out, side="left")
+    upper = jnp.searchsorted(ordered, scores_out, side="right")
+    ranks_out = (lower + upper + 1) / 2.0
+    num_in, num_out = scores_in.shape[0], scores_out.shape[0]
+    u_statistic = ranks_out.sum() - num_out * (num_out + 1) / 2.0
+    return (u_statistic / (num_in * num_out)).astype(jnp.float32)
 
 
 def risk_coverage_curve(uncertainty: jax.typing.ArrayLike, errors: jax.typing.ArrayLike) -> tuple[jax.Array, jax.Array]:
@@ -48,10 +82,7 @@ def risk_coverage_curve(uncertainty: jax.typing.ArrayLike, errors: jax.typing.Ar
     uncertainty = _scores(uncertainty, "uncertainty")
     errors = _scores(errors, "errors")
     checks.same_shape(uncertainty, errors, "uncertainty", "errors")
-    num_examples = uncertainty.shape[0]
-    order = jnp.argsort(uncertainty, stable=True)
-    kept = jnp.arange(1, num_examples + 1, dtype=jnp.float32)
-    return kept / num_examples, jnp.cumsum(errors[order]) / kept
+    return _risk_coverage(uncertainty, errors)
 
 
 def aurc(uncertainty: jax.typing.ArrayLike, errors: jax.typing.ArrayLike) -> jax.Array:
@@ -102,9 +133,7 @@ def flag_for_review(uncertainty: jax.typing.ArrayLike, budget: float | int) -> j
         if not 0.0 < budget <= 1.0:
             raise ValueError(f"`budget` as a fraction must be in (0, 1]; got {budget}. Pass an int for a count.")
         count = int(budget * num_examples + 1e-9)  # floor, robust to 0.3 * 10 = 2.9999999999999996
-    scores = jnp.where(jnp.isnan(uncertainty), jnp.inf, uncertainty)
-    order = jnp.argsort(-scores, stable=True)
-    return jnp.zeros(num_examples, bool).at[order[:count]].set(True)
+    return _flag_top(uncertainty, count)
 
 
 def ood_auroc(scores_in: jax.typing.ArrayLike, scores_out: jax.typing.ArrayLike) -> jax.Array:
@@ -126,14 +155,4 @@ def ood_auroc(scores_in: jax.typing.ArrayLike, scores_out: jax.typing.ArrayLike)
       >>> float(jaxdrop.uncertainty.ood_auroc(jnp.array([0.1, 0.4]), jnp.array([0.4, 0.8])))
       0.875
     """
-    scores_in = _scores(scores_in, "scores_in")
-    scores_out = _scores(scores_out, "scores_out")
-    scores = jnp.concatenate([scores_in, scores_out])
-    ordered = jnp.sort(scores)
-    # Average 1-based rank of each score among all: tied scores share the mean of their ranks.
-    lower = jnp.searchsorted(ordered, scores_out, side="left")
-    upper = jnp.searchsorted(ordered, scores_out, side="right")
-    ranks_out = (lower + upper + 1) / 2.0
-    num_in, num_out = scores_in.shape[0], scores_out.shape[0]
-    u_statistic = ranks_out.sum() - num_out * (num_out + 1) / 2.0
-    return (u_statistic / (num_in * num_out)).astype(jnp.float32)
+    return _auroc(_scores(scores_in, "scores_in"), _scores(scores_out, "scores_out"))
