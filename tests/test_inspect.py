@@ -1,0 +1,142 @@
+"""jaxdrop.inspect: the site table and its warnings (Linen and NNX), and assert_deterministic."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import pytest
+from flax import nnx
+
+import jaxdrop
+from jaxdrop import linen as jdl
+from jaxdrop import nnx as jdn
+
+
+class Net(nn.Module):
+    @nn.compact
+    def __call__(self, x, train):
+        x = nn.Dense(16)(x)
+        skip = nn.Dropout(0.1, deterministic=not train)(x)  # dropout on the skip path
+        x = nn.Dense(16)(x) + skip
+        x = jdl.Dropout(0.7, deterministic=not train)(x)  # rate > 0.5, then straight into BatchNorm
+        x = nn.BatchNorm(use_running_average=not train)(x)
+        x = nn.MultiHeadDotProductAttention(num_heads=2, dropout_rate=0.4, deterministic=not train)(x[:, None, :])
+        x = jdl.ConcreteDropout(nn.Dense(4))(x, deterministic=not train)
+        return jdl.Dropout(0.2, deterministic=not train)(nn.Dense(1)(x))  # dropout on a regression output
+
+
+X = jnp.ones((2, 4))
+
+
+@pytest.fixture(scope="module")
+def variables():
+    return Net().init(jax.random.key(0), X, train=False)
+
+
+def test_linen_report_rows(variables):
+    report = jaxdrop.inspect(Net(), variables, X, train=True)
+    rows = [(r.path, r.layer, r.kind, r.rate, r.input_shape, r.mask_bytes, r.active) for r in report.rows]
+    assert rows == [
+        ("Dropout_0", "Dropout", "dropout", 0.1, (2, 16), 2 * 16, True),  # flax keeps a bool mask
+        ("Dropout_1", "Dropout", "dropout", 0.7, (2, 16), 0, True),  # ours keeps the key only
+        ("MultiHeadDotProductAttention_0", "MultiHeadDotProductAttention", "attention", 0.4, (2, 2, 1, 1), 4, True),
+        ("ConcreteDropout_0", "ConcreteDropout", "concrete", pytest.approx(0.1), (2, 1, 16), 0, True),
+        ("Dropout_2", "Dropout", "dropout", 0.2, (2, 1, 1), 0, True),
+    ]
+    assert [r.active for r in jaxdrop.inspect(Net(), variables, X, train=False).rows] == [False] * 5
+    table = str(report)
+    assert table.splitlines()[0].split() == [
+        "path",
+        "layer",
+        "kind",
+        "rate",
+        "input",
+        "shape",
+        "mask",
+        "bytes",
+        "active",
+    ]
+    assert "Dropout_1" in table and "warning:" in table
+
+
+def test_linen_report_warnings(variables):
+    warnings = jaxdrop.inspect(Net(), variables, X, train=True).warnings
+    assert len(warnings) == 5
+    assert warnings[0].startswith("Dropout_0: its input is also consumed by Dense_1")
+    assert warnings[1].startswith("Dropout_1: rate 0.7 > 0.5 next to a dense layer")
+    assert warnings[2].startswith("Dropout_1: dropout feeds BatchNorm_0 (BatchNorm) directly")
+    assert warnings[3].startswith("MultiHeadDotProductAttention_0: attention dropout rate 0.4")
+    assert warnings[4].startswith("Dropout_2: dropout is applied to the model output (a regression head)")
+
+
+def test_linen_clean_model_has_no_warnings():
+    class Clean(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            x = nn.relu(nn.Dense(8)(x))
+            x = x + jdl.Dropout(0.1, deterministic=False)(nn.Dense(8)(x))  # dropout on the residual branch
+            return nn.Dense(1)(x)
+
+    variables = Clean().init(jax.random.key(0), X)
+    report = jaxdrop.inspect(Clean(), variables, X)
+    assert report.warnings == []
+    assert [r.path for r in report.rows] == ["Dropout_0"]
+
+
+class Tagger(nnx.Module):
+    def __init__(self, rngs):
+        self.embed = nnx.Embed(10, 8, rngs=rngs)
+        self.drop = nnx.Dropout(0.6, rngs=rngs)  # flax's: keeps a mask; high rate on embeddings
+        self.linear = nnx.Linear(8, 1, rngs=rngs)
+        self.unused = jdn.DropPath(0.1, rngs=rngs)
+        self.out = jdn.Dropout(0.1, rngs=rngs)
+
+    def __call__(self, ids):
+        return self.out(self.linear(self.drop(self.embed(ids))))
+
+
+def test_nnx_report_and_the_model_is_untouched():
+    model = Tagger(nnx.Rngs(0))
+    ids = jnp.ones((2, 3), jnp.int32)
+    counts = int(model.drop.rngs.count[...]), int(model.out.rngs.count[...])
+    report = jaxdrop.inspect(model, ids)
+    rows = [(r.path, r.layer, r.kind, r.rate, r.input_shape, r.mask_bytes, r.active) for r in report.rows]
+    assert rows == [
+        ("drop", "Dropout", "dropout", 0.6, (2, 3, 8), 2 * 3 * 8, True),
+        ("out", "Dropout", "dropout", 0.1, (2, 3, 1), 0, True),
+        ("unused", "DropPath", "drop_path", 0.1, None, 0, False),
+    ]
+    assert [w.split(":")[0] for w in report.warnings] == ["drop", "drop", "out"]
+    assert "embedding dropout rate 0.6" in report.warnings[1]
+    assert (int(model.drop.rngs.count[...]), int(model.out.rngs.count[...])) == counts
+    model.eval()
+    assert not any(r.active for r in jaxdrop.inspect(model, ids).rows)
+
+
+def test_assert_deterministic_linen(variables):
+    jaxdrop.assert_deterministic(lambda x: Net().apply(variables, x, train=False), X)
+    train = lambda x, key: Net().apply(variables, x, train=True, rngs={"dropout": key}, mutable=["batch_stats"])
+    with pytest.raises(AssertionError, match="5 site") as err:
+        jaxdrop.assert_deterministic(train, X, jax.random.key(0))
+    assert "test_inspect.py" in str(err.value)  # names the lines of the model
+
+
+def test_assert_deterministic_nnx_and_key_plumbing():
+    model = Tagger(nnx.Rngs(0))
+    ids = jnp.ones((2, 3), jnp.int32)
+    with pytest.raises(AssertionError, match="2 site"):
+        jaxdrop.assert_deterministic(lambda m, ids: m(ids), model, ids)
+    model.eval()
+    jaxdrop.assert_deterministic(lambda m, ids: m(ids), model, ids)
+    # keys may be passed and split without sampling; the outputs must not depend on them
+    jaxdrop.assert_deterministic(lambda x, key: (x * 2, jax.random.split(key)), X, jax.random.key(1))
+    with pytest.raises(AssertionError):
+        jaxdrop.assert_deterministic(lambda x, key: jaxdrop.dropout(x, 0.5, key=key), X, jax.random.key(1))
+
+
+def test_inspect_is_callable_and_lazy():
+    import jaxdrop.inspect as module
+
+    assert module is jaxdrop.inspect and callable(jaxdrop.inspect)
+    assert jaxdrop.assert_deterministic is module.assert_deterministic
+    with pytest.raises(TypeError, match=r"flax\.linen\.Module or a flax\.nnx\.Module"):
+        jaxdrop.inspect(object())
