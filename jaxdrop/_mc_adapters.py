@@ -76,6 +76,16 @@ def _split_nnx(model, rng_collection, kwargs_static, kwargs_dynamic, mode_attrib
     return static, (kwargs_dynamic, (stream_keys, stream_counts, rest))
 
 
+def _stream_name(path: tuple) -> str:
+    """``"drop1/rngs/key"``: the state path of an RNG key, without the Variable's own pytree entries."""
+    names = [
+        str(getattr(entry, "key", getattr(entry, "idx", "")))
+        for entry in path
+        if isinstance(entry, (jax.tree_util.DictKey, jax.tree_util.SequenceKey))
+    ]
+    return "/".join(names)
+
+
 def bind(static: tuple, dynamic: Any) -> Callable[[jax.Array, Any], Any]:
     """The per-sample function ``(key, inputs) -> outputs`` of a model split by ``split_model``."""
     kind = static[0]
@@ -95,11 +105,11 @@ def bind(static: tuple, dynamic: Any) -> Callable[[jax.Array, Any], Any]:
     def per_sample(key: jax.Array, inputs: Any) -> Any:
         from flax import nnx
 
-        # Each stream gets its own key from the sample key and the stream's path; counts restart at 0. The
-        # parameters are untouched (unbatched), and the user's module is never mutated.
+        # The stream at state path "a/rngs/key" gets fold_in(sample_key, "a/rngs/key") and its count restarts at
+        # 0. The parameters are untouched (unbatched), and the user's module is never mutated.
         if not jnp.issubdtype(key.dtype, jax.dtypes.prng_key):  # legacy uint32[2] key; nnx stores typed keys
             key = jax.random.wrap_key_data(key)
-        keys = jax.tree_util.tree_map_with_path(lambda path, _: fold_in(key, jax.tree_util.keystr(path)), stream_keys)
+        keys = jax.tree_util.tree_map_with_path(lambda path, _: fold_in(key, _stream_name(path)), stream_keys)
         counts = jax.tree.map(jnp.zeros_like, stream_counts)
         module = nnx.merge(graphdef, keys, counts, rest)
         module.set_attributes(**dict(attributes), raise_if_not_found=False)

@@ -65,8 +65,17 @@ def _on_sample_axis(tree: Any, mesh: jax.sharding.Mesh | None, axis: str | None)
     """Places the leading (sample) axis of every array in ``tree`` on the mesh axis ``axis``."""
     if mesh is None:
         return tree
-    sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(axis))
+    # A sharding constraint on an Auto-typed copy of the mesh: ``jax.make_mesh`` gives Explicit axes, which would
+    # otherwise need ``jax.set_mesh`` around the call; the constraint only says where the sample axis lives.
+    auto = jax.sharding.Mesh(
+        mesh.devices, mesh.axis_names, axis_types=(jax.sharding.AxisType.Auto,) * len(mesh.axis_names)
+    )
+    sharding = jax.sharding.NamedSharding(auto, jax.sharding.PartitionSpec(axis))
     return jax.tree.map(lambda x: lax.with_sharding_constraint(x, sharding) if jnp.ndim(x) else x, tree)
+
+
+def _first() -> jax.Array:
+    return jnp.zeros((), jnp.uint32)
 
 
 def run(
@@ -91,12 +100,13 @@ def run(
         return _on_sample_axis(jax.vmap(per_sample)(keys), mesh, mesh_axis)
 
     num_full, remainder = divmod(num_samples, chunk_size)
-    starts = jnp.arange(num_full, dtype=jnp.uint32) * chunk_size
     if reducer is None:
         if num_full == 1:
             samples = chunk(0, chunk_size)
         else:
-            _, stacked = lax.scan(lambda carry, start: (carry, chunk(start, chunk_size)), None, starts)
+            _, stacked = lax.scan(
+                lambda start, _: (start + chunk_size, chunk(start, chunk_size)), _first(), None, length=num_full
+            )
             samples = jax.tree.map(lambda x: x.reshape(num_full * chunk_size, *x.shape[2:]), stacked)
         if remainder:
             rest = chunk(num_full * chunk_size, remainder)
@@ -107,7 +117,13 @@ def run(
     if num_full == 1:
         state = reducer.update(state, chunk(0, chunk_size))
     else:
-        state, _ = lax.scan(lambda state, start: (reducer.update(state, chunk(start, chunk_size)), None), state, starts)
+        # The chunk's first index is carried (no per-chunk array of starts), so memory is independent of T.
+        (_, state), _ = lax.scan(
+            lambda carry, _: ((carry[0] + chunk_size, reducer.update(carry[1], chunk(carry[0], chunk_size))), None),
+            (_first(), state),
+            None,
+            length=num_full,
+        )
     if remainder:
         state = reducer.update(state, chunk(num_full * chunk_size, remainder))
     return reducer.finalize(state, num_samples)
