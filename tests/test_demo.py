@@ -1,0 +1,48 @@
+"""``python -m jaxdrop demo``: the numbers it prints show what it claims (tests run its quick settings)."""
+
+import numpy as np
+import pytest
+
+from jaxdrop import __main__ as cli
+from jaxdrop import _demo
+
+pytest.importorskip("sklearn")
+
+
+@pytest.fixture(scope="module")
+def quick_results():
+    return _demo.run(**_demo.QUICK, progress=False)
+
+
+def test_no_dropout_network_overfits_and_dropout_closes_the_gap(quick_results):
+    plain, dropped = quick_results["models"]
+    assert plain["train_accuracy"] == 1.0  # the plain network memorises the 300 training images
+    assert dropped["gap"] < plain["gap"]  # dropout closes the train/test accuracy gap ...
+    assert dropped["test_nll"] < plain["test_nll"]  # ... and the test loss gap
+    assert dropped["test_nll"] - dropped["train_nll"] < plain["test_nll"] - plain["train_nll"]
+
+
+def test_sending_uncertain_images_for_review_raises_accuracy(quick_results):
+    review = quick_results["mc"]["review"]
+    assert [row["fraction"] for row in review] == [0.0, 0.05, 0.10, 0.20]
+    accuracies = [row["accuracy"] for row in review]
+    assert accuracies == sorted(accuracies)
+    assert accuracies[2] > accuracies[0] + 0.01  # reviewing 10% removes a real share of the errors
+    # the reviewed images hold far more errors than a random 10% would
+    errors = (1 - accuracies[0]) * quick_results["num_test"]
+    assert review[2]["errors_caught"] > 2 * 0.10 * errors
+
+
+def test_report_prints_the_returned_numbers(quick_results):
+    report = _demo.format_report(quick_results)
+    for model in quick_results["models"]:
+        assert f"{model['test_accuracy']:.1%}" in report
+    assert f"{quick_results['mc']['review'][2]['accuracy']:.1%}" in report
+    assert np.isclose(quick_results["mean_probs"].sum(-1), 1.0, atol=1e-4).all()
+
+
+def test_cli_help(capsys):
+    with pytest.raises(SystemExit) as info:
+        cli.main(["demo", "--help"])
+    assert info.value.code == 0
+    assert "--quick" in capsys.readouterr().out
