@@ -1,0 +1,84 @@
+"""Spatial (channel) dropout: whole feature maps dropped, rank and axis checks."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import binomial_bound
+from variant_checks import check_variant
+
+import jaxdrop
+
+
+@pytest.mark.parametrize(
+    ("fn", "shape"),
+    [
+        (jaxdrop.spatial_dropout1d, (64, 7, 32)),
+        (jaxdrop.spatial_dropout2d, (32, 5, 6, 32)),
+        (jaxdrop.spatial_dropout3d, (16, 3, 4, 5, 32)),
+    ],
+)
+def test_mask_constant_over_spatial_axes_and_keep_fraction(fn, shape):
+    rate = 0.3
+    y = np.asarray(jax.jit(lambda x, k: fn(x, rate, key=k))(jnp.ones(shape), jax.random.key(1)))
+    spatial = tuple(range(1, len(shape) - 1))
+    per_map = y.reshape(shape[0], -1, shape[-1])
+    assert (per_map == per_map[:, :1, :]).all()  # one decision per (example, channel)
+    assert set(np.unique(y).tolist()) <= {0.0, np.float32(1.0 / (1.0 - rate))}
+    kept = (y.mean(axis=spatial) > 0).ravel()
+    assert abs(kept.mean() - (1 - rate)) <= binomial_bound(kept.size, 1 - rate)
+
+
+def test_channels_first():
+    x = jnp.ones((64, 16, 5, 5))  # (N, C, H, W)
+    y = np.asarray(jax.jit(lambda x, k: jaxdrop.spatial_dropout2d(x, 0.5, key=k, channel_axis=1))(x, jax.random.key(0)))
+    assert (y == y[:, :, :1, :1]).all()
+    assert 0 < (y[:, :, 0, 0] == 0).mean() < 1  # decisions differ across (example, channel)
+
+
+def test_expectation_preserved_over_keys():
+    x = jax.random.normal(jax.random.key(3), (2, 3, 3, 4))
+    keys = jax.random.split(jax.random.key(0), 4000)
+    samples = jax.jit(jax.vmap(lambda k: jaxdrop.spatial_dropout(x, 0.4, key=k)))(keys)
+    # Each element is x / 0.6 with probability 0.6: standard error |x| * sqrt(0.4 / 0.6 / n).
+    stderr = np.abs(np.asarray(x)) * np.sqrt(0.4 / 0.6 / keys.shape[0])
+    assert (np.abs(np.asarray(samples.mean(0) - x)) <= 4 * stderr + 1e-6).all()
+
+
+def test_same_mask_as_dropout_with_broadcast_dims():
+    x = jax.random.normal(jax.random.key(3), (4, 5, 6, 8))
+    key = jax.random.key(7)
+    expected = jax.jit(lambda x, k: jaxdrop.dropout(x, 0.5, key=k, broadcast_dims=(1, 2)))(x, key)
+    np.testing.assert_array_equal(jax.jit(lambda x, k: jaxdrop.spatial_dropout(x, 0.5, key=k))(x, key), expected)
+
+
+def test_common_properties():
+    x = jax.random.normal(jax.random.key(3), (4, 3, 3, 8))
+    apply = lambda x, rate, key, det: jaxdrop.spatial_dropout2d(x, rate, key=key, deterministic=det)
+    check_variant(apply, x)
+
+
+@pytest.mark.parametrize(
+    ("fn", "shape", "kwargs", "error", "message"),
+    [
+        (jaxdrop.spatial_dropout2d, (4, 5, 6), {}, ValueError, "`x` must have rank 4 .* got shape \\(4, 5, 6\\)"),
+        (jaxdrop.spatial_dropout1d, (4, 5, 6, 7), {}, ValueError, "`x` must have rank 3"),
+        (jaxdrop.spatial_dropout3d, (4, 5, 6, 7), {}, ValueError, "`x` must have rank 5"),
+        (jaxdrop.spatial_dropout, (4,), {}, ValueError, "rank >= 2"),
+        (jaxdrop.spatial_dropout, (4, 5, 6), {"channel_axis": 3}, ValueError, "`channel_axis` entry 3 is out of range"),
+        (jaxdrop.spatial_dropout, (4, 5, 6), {"channel_axis": 0}, ValueError, "`channel_axis`=0 names axis 0"),
+        (jaxdrop.spatial_dropout, (4, 5, 6), {"channel_axis": -3}, ValueError, "the batch axis"),
+        (jaxdrop.spatial_dropout, (4, 5, 6), {"channel_axis": (1,)}, TypeError, "`channel_axis` must be an int"),
+        (jaxdrop.spatial_dropout, (4, 5, 6), {"rate": 1.5}, ValueError, "`rate` must be in \\[0, 1\\]; got 1.5"),
+        (jaxdrop.spatial_dropout, (4, 5, 6), {"key": None}, ValueError, "`key` is required"),
+    ],
+)
+def test_bad_input(fn, shape, kwargs, error, message):
+    kwargs = {"rate": 0.5, "key": jax.random.key(0), **kwargs}
+    with pytest.raises(error, match=message):
+        fn(jnp.ones(shape), **kwargs)
+
+
+def test_integer_input_rejected():
+    with pytest.raises(TypeError, match="`x` must have a floating-point dtype"):
+        jaxdrop.spatial_dropout2d(jnp.ones((2, 3, 3, 2), jnp.int32), 0.5, key=jax.random.key(0))

@@ -1,0 +1,67 @@
+"""Checks every dropout variant must pass, shared by the variant test files (not collected by pytest itself).
+
+``apply(x, rate, key, deterministic)`` adapts a variant to one calling convention. Everything runs compiled and
+each program is compiled once: eager execution compiles every primitive on its own, which is slow on a busy CPU.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+RANDOM_PRIMITIVES = ("random_bits", "random_seed", "random_wrap", "random_unwrap", "threefry2x32", "iota")
+TOLERANCE = {jnp.float32: 1e-6, jnp.bfloat16: 2e-2, jnp.float16: 2e-3}
+
+Apply = Callable[[jax.Array, object, jax.Array | None, bool], jax.Array]
+
+
+def random_primitives(fn: Callable, *args) -> set[str]:
+    """Random-number primitives in the jaxpr of ``fn(*args)``, including nested ones."""
+    text = str(jax.make_jaxpr(fn)(*args))
+    return {name for name in RANDOM_PRIMITIVES if f" {name}[" in text or f" {name} " in text}
+
+
+def check_variant(apply: Apply, x: jax.Array, rate: float = 0.3, *, at_one: str | None = "zeros") -> None:
+    """The properties shared by every variant.
+
+    - dtype: float32, bfloat16, float16 in, the same dtype out, the same decisions, values within rounding;
+    - ``vmap`` over keys equals a loop over keys, and different keys give different outputs;
+    - gradients are finite;
+    - a static rate 0 or ``deterministic`` returns the input itself with nothing random traced, and needs no key;
+    - a traced rate works without recompiling: 0 is the identity, ``rate`` gives the static result's distribution;
+    - rate 1, static or traced: all zeros with zero, never-NaN gradients (``at_one="zeros"``).
+    """
+    key = jax.random.key(0)
+    run = jax.jit(lambda x, key: apply(x, rate, key, False))
+    reference = np.asarray(run(x, key))
+    assert np.isfinite(reference).all()
+    for dtype in (jnp.bfloat16, jnp.float16):
+        y = run(x.astype(dtype), key)
+        assert y.dtype == dtype and y.shape == x.shape, (dtype, y.dtype, y.shape)
+        np.testing.assert_allclose(np.asarray(y, np.float32), reference, rtol=TOLERANCE[dtype], atol=TOLERANCE[dtype])
+
+    keys = jax.random.split(key, 3)
+    mapped = np.asarray(jax.jit(jax.vmap(run, in_axes=(None, 0)))(x, keys))
+    for i in range(3):
+        np.testing.assert_allclose(mapped[i], np.asarray(run(x, keys[i])), rtol=1e-6, atol=1e-6)
+    assert not np.array_equal(mapped[0], mapped[1])
+
+    grad = jax.jit(jax.grad(lambda x: jnp.sum(run(x, key) ** 2)))(x)
+    assert grad.shape == x.shape and np.isfinite(np.asarray(grad)).all()
+
+    assert apply(x, 0.0, key, False) is x
+    assert apply(x, 0.4, None, True) is x
+    assert not random_primitives(lambda x, k: apply(x, 0.0, k, False), x, key)
+    assert not random_primitives(lambda x, k: apply(x, 0.4, k, True), x, key)
+
+    traced = jax.jit(lambda x, r: apply(x, r, key, False))
+    np.testing.assert_allclose(np.asarray(traced(x, 0.0)), np.asarray(x), rtol=1e-6, atol=1e-6)
+    assert np.isfinite(np.asarray(traced(x, rate))).all()
+    if at_one == "zeros":
+        assert (np.asarray(apply(x, 1.0, None, False)) == 0).all()  # static: no key needed
+        assert (np.asarray(traced(x, 1.0)) == 0).all()
+        grad = jax.jit(jax.grad(lambda x, r: jnp.sum(apply(x, r, key, False) * x)))(x, 1.0)
+        assert (np.asarray(grad) == 0).all(), grad
