@@ -424,3 +424,37 @@ def test_sharded_samples_equal_unsharded():
     out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.strip().endswith("ok")
+
+
+def test_jaxdrop_flax_layers_give_distinct_samples_chunking_invariant():
+    """jaxdrop's own linen/nnx layers work through the adapters like flax's (per-sample masks, chunk-invariant)."""
+    from jaxdrop import linen as jd_linen
+    from jaxdrop import nnx as jd_nnx
+
+    class Linen(nn.Module):
+        @nn.compact
+        def __call__(self, x, train: bool = False):
+            return nn.Dense(CLASSES)(jd_linen.Dropout(0.5)(nn.relu(nn.Dense(HIDDEN)(x)), deterministic=not train))
+
+    class Nnx(nnx.Module):
+        def __init__(self, rngs):
+            self.l1 = nnx.Linear(FEATURES, HIDDEN, rngs=rngs)
+            self.drop = jd_nnx.Dropout(0.5, deterministic=True, rngs=rngs)
+            self.l2 = nnx.Linear(HIDDEN, CLASSES, rngs=rngs)
+
+        def __call__(self, x):
+            return self.l2(self.drop(nnx.relu(self.l1(x))))
+
+    linen = Linen()
+    variables = linen.init(jax.random.key(0), X)
+    models = [
+        dict(model=linen, variables=variables, apply_kwargs={"train": True}),
+        dict(model=Nnx(nnx.Rngs(0, dropout=1))),
+    ]
+    for spec in models:
+        full = mc.predict(**spec, inputs=X, key=jax.random.key(3), num_samples=5, return_samples=True)
+        chunked = mc.predict(**spec, inputs=X, key=jax.random.key(3), num_samples=5, chunk_size=2)
+        flat = np.asarray(full.samples).reshape(5, -1)
+        assert all(not np.allclose(flat[i], flat[j]) for i in range(5) for j in range(i))
+        np.testing.assert_allclose(chunked.probs, full.probs, rtol=1e-5, atol=1e-6)
+        assert float(chunked.mutual_information.min()) > 0.0
