@@ -1,0 +1,225 @@
+"""Side-by-side speed and memory benchmark: ``python -m jaxdrop bench`` or ``python benchmarks/run.py``.
+
+Every table row is measured in the same process, in alternation with the rows it is compared with (compiled and
+warmed up first, ``block_until_ready``, many repeats, medians with the min–max spread), so the ratios hold on a
+noisy shared machine. Sections:
+
+``dropout``      plain dropout, forward and forward+backward, jaxdrop against flax.linen, flax.nnx, equinox, haiku
+                 and torch, with a copy-like floor (``x * c`` under jit); rbg/unsafe_rbg keys as extra rows.
+``memory``       temp memory of the compiled pass (``memory_analysis()``).
+``variants``     spatial dropout, drop path, DropBlock and attention dropout against their nearest peers.
+``mc``           Monte Carlo dropout predictions against a Python loop and ``vmap`` of a flax model.
+``transformer``  share of a small transformer's training step spent in dropout.
+
+The run records the machine, backend, library versions and PRNG settings; it never changes JAX's configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import jax
+
+from jaxdrop import _bench_dropout, _bench_models
+from jaxdrop._bench_timing import Section, Settings, describe_machine, machine_info, markdown_table
+
+SECTIONS: dict[str, Callable[[Settings], Section]] = {
+    "dropout": _bench_dropout.dropout_section,
+    "memory": _bench_dropout.memory_section,
+    "variants": _bench_models.variants_section,
+    "mc": _bench_models.mc_section,
+    "transformer": _bench_models.transformer_section,
+}
+README_START, README_END = "<!-- bench:start -->", "<!-- bench:end -->"
+DEFAULT_REPEATS = {"quick": 5, "full": 9}
+
+
+def evaluate_targets(sections: dict[str, Section], tiny: bool) -> list[dict[str, Any]]:
+    """The foundation and MC issues' targets, each with its measured ratio and PASS/FAIL (or n/a with a reason)."""
+    find = _bench_dropout.find
+    targets: list[dict[str, Any]] = []
+
+    def add(name: str, required: str, measured: float | None, passed: bool | None, detail: str) -> None:
+        status = "n/a" if passed is None else ("PASS" if passed else "FAIL")
+        targets.append({"target": name, "required": required, "measured": measured, "status": status, "detail": detail})
+
+    dropout = sections.get("dropout")
+    for pass_name, minimum in ((_bench_dropout.FWD, 4.0), (_bench_dropout.FWD_BWD, 3.0)):
+        name = f"{pass_name}: jaxdrop faster than flax.linen.Dropout (f32 MLP tensor, default key)"
+        ratios, detail = [], []
+        if dropout is not None:
+            key = str(jax.random.key_impl(jax.random.key(0)))
+            common = {"shape_name": "MLP", "dtype": "f32", "pass": pass_name}
+            for rate in sorted({row.labels["rate"] for row in dropout.rows if row.labels.get("rate") is not None}):
+                ours = find(dropout.rows, impl=_bench_dropout.JAXDROP, rate=rate, **common)
+                theirs = find(dropout.rows, impl=_bench_dropout.FLAX, key=key, rate=rate, **common)
+                if ours and theirs and ours.median_s and theirs.median_s:
+                    ratios.append(theirs.median_s / ours.median_s)
+                    detail.append(f"rate {rate}: {ratios[-1]:.2f}x")
+        worst = min(ratios) if ratios else None
+        add(name, f">= {minimum:g}x", worst, None if worst is None else worst >= minimum, ", ".join(detail))
+        if pass_name == _bench_dropout.FWD:
+            ratios, detail = [], []
+            if dropout is not None:
+                floor = find(dropout.rows, impl="floor: x * c", **common)
+                for row in dropout.rows:
+                    labels = row.labels
+                    if labels["impl"] == _bench_dropout.JAXDROP and all(labels[k] == v for k, v in common.items()):
+                        if row.median_s and floor and floor.median_s:
+                            ratios.append(row.median_s / floor.median_s)
+                            detail.append(f"rate {labels['rate']}: {ratios[-1]:.2f}x")
+            worst = max(ratios) if ratios else None
+            add(
+                "fwd: jaxdrop within 1.5x of the copy-like floor (f32 MLP tensor)",
+                "<= 1.5x",
+                worst,
+                None if worst is None else worst <= 1.5,
+                ", ".join(detail),
+            )
+    memory = sections.get("memory")
+    measured, passed, detail = None, None, ""
+    if memory is not None:
+        ours = find(memory.rows, impl=_bench_dropout.JAXDROP, **{"pass": _bench_dropout.FWD_BWD})
+        theirs = find(memory.rows, impl=_bench_dropout.FLAX, **{"pass": _bench_dropout.FWD_BWD})
+        if ours and theirs and ours.value is not None and theirs.value is not None:
+            measured = ours.value / theirs.value if theirs.value else (0.0 if ours.value == 0 else None)
+            passed = None if measured is None else measured <= 0.05
+            detail = f"{ours.value / 2**20:.2f} MiB vs {theirs.value / 2**20:.2f} MiB ({ours.labels['shape']})"
+    add("temp memory of grad: jaxdrop / flax.linen", "<= 5%", measured, passed, detail)
+    mc = sections.get("mc")
+    ratio = mc.summary.get("mc_t50_over_deterministic") if mc else None
+    add(
+        "MC: T=50 prediction (jaxdrop.mc) / one deterministic forward, 3-hidden-layer MLP",
+        "<= 3x",
+        ratio,
+        None if ratio is None else ratio <= 3.0,
+        (mc.summary.get("mc_detail", "") if mc else "mc section not run") or "jaxdrop.mc not available",
+    )
+    if tiny:
+        for target in targets:
+            target["detail"] += " (tiny sizes: a smoke test, not the target shapes)"
+    return targets
+
+
+def _targets_table(targets: list[dict[str, Any]]) -> str:
+    lines = []
+    for target in targets:
+        measured = target["measured"]
+        if measured is None:
+            text = "–"
+        elif target["required"].endswith("%"):
+            text = f"{100 * measured:.2f}%"
+        else:
+            text = f"{measured:.2f}x"
+        lines.append([target["target"], target["required"], text, target["status"], target["detail"]])
+    return markdown_table(["target", "required", "measured (worst case)", "status", "detail"], lines)
+
+
+def render(
+    info: dict[str, Any], command: str, sections: dict[str, Section], targets: list[dict[str, Any]], elapsed_s: float
+) -> str:
+    """The markdown report: machine, targets, then every section's tables and notes."""
+    parts = [
+        f"Machine: {describe_machine(info)}.",
+        f"Command: `{command}`; {elapsed_s / 60:.1f} min in all.",
+        "### Targets\n\n" + _targets_table(targets),
+    ]
+    for section in sections.values():
+        body = [f"### {section.title}", section.markdown]
+        body += [f"- {note}" for note in section.notes]
+        parts.append("\n\n".join(part for part in body if part))
+    return "\n\n".join(parts) + "\n"
+
+
+def update_readme(path: Path, markdown: str) -> bool:
+    """Replaces the text between ``<!-- bench:start -->`` and ``<!-- bench:end -->`` in ``path``.
+
+    Returns False (and leaves the file alone) when the file or either marker is missing.
+    """
+    if not path.exists():
+        return False
+    text = path.read_text()
+    start, end = text.find(README_START), text.find(README_END)
+    if start < 0 or end < start:
+        return False
+    path.write_text(text[: start + len(README_START)] + "\n" + markdown + "\n" + text[end:])
+    return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Runs the benchmark, prints the markdown report and optionally writes it (and raw JSON) to ``--out``.
+
+    Args:
+      argv: command-line arguments (without the program name); ``sys.argv[1:]`` when None.
+
+    Returns:
+      The process exit status: 0 when the benchmark ran (targets that FAIL are reported, not raised).
+    """
+    parser = argparse.ArgumentParser(prog="python -m jaxdrop bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="a subset with fewer repeats (< 2 min on 2 CPU cores)")
+    parser.add_argument("--out", type=Path, help="directory for results.json (raw numbers) and results.md")
+    parser.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated, from {', '.join(SECTIONS)}")
+    parser.add_argument("--repeats", type=int, help="timed samples per row (default 5 quick, 9 full)")
+    parser.add_argument("--tiny", action="store_true", help="tiny shapes, to test that the script works")
+    parser.add_argument(
+        "--update-readme",
+        nargs="?",
+        const=Path("README.md"),
+        type=Path,
+        metavar="PATH",
+        help=f"splice the report into PATH (default README.md) between {README_START} and {README_END}",
+    )
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    names = [name.strip() for name in args.sections.split(",") if name.strip()]
+    unknown = sorted(set(names) - set(SECTIONS))
+    if unknown:
+        parser.error(f"--sections: unknown {unknown}; choose from {list(SECTIONS)}")
+    repeats = args.repeats or DEFAULT_REPEATS["quick" if args.quick else "full"]
+    if repeats < 1:
+        parser.error(f"--repeats must be >= 1, got {repeats}")
+    settings = Settings(quick=args.quick, tiny=args.tiny, repeats=repeats, backend=jax.default_backend())
+
+    start = time.perf_counter()
+    info = machine_info()
+    sections: dict[str, Section] = {}
+    for name in names:
+        print(f"[jaxdrop bench] {name} ...", file=sys.stderr, flush=True)
+        section_start = time.perf_counter()
+        sections[name] = SECTIONS[name](settings)
+        sections[name].summary["elapsed_s"] = time.perf_counter() - section_start
+        print(f"[jaxdrop bench] {name} done in {sections[name].summary['elapsed_s']:.0f} s", file=sys.stderr)
+    targets = evaluate_targets(sections, settings.tiny)
+    elapsed = time.perf_counter() - start
+    command = "python -m jaxdrop bench " + " ".join(sys.argv[1:] if argv is None else argv)
+    markdown = render(info, command.strip(), sections, targets, elapsed)
+    print(markdown)
+
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        record = {
+            "machine": info,
+            "settings": {**vars(settings), "sections": names, "command": command.strip(), "elapsed_s": elapsed},
+            "targets": targets,
+            "sections": {name: section.to_json() for name, section in sections.items()},
+        }
+        (args.out / "results.json").write_text(json.dumps(record, indent=1, default=str) + "\n")
+        (args.out / "results.md").write_text(markdown)
+    if args.update_readme is not None:
+        if update_readme(args.update_readme, markdown):
+            print(f"[jaxdrop bench] updated {args.update_readme}", file=sys.stderr)
+        else:
+            print(
+                f"[jaxdrop bench] {args.update_readme} has no {README_START} ... {README_END} markers; not updated",
+                file=sys.stderr,
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
