@@ -93,12 +93,15 @@ def predict(
     - a function ``fn(key, inputs, **apply_kwargs)``;
     - a ``flax.linen`` module with ``variables``: ``model.apply(variables, inputs, rngs={rng_collection: key_i},
       **apply_kwargs)``; turn its dropout on through ``apply_kwargs`` (e.g. ``{"train": True}``);
-    - a ``flax.nnx`` module: every RNG stream tagged ``rng_collection`` (or ``"default"``) gets a per-sample key
-      and every sub-module's ``mode_attributes`` (default ``{"deterministic": False}``) are set on a copy; the
-      module itself (its RNG counts included) is left untouched, so a fixed ``key`` gives a fixed result.
+    - a ``flax.nnx`` module: every RNG stream tagged ``rng_collection`` (or ``"default"``, where nnx falls back)
+      is re-keyed per sample (the stream at state path ``"drop1/rngs/key"`` gets
+      ``fold_in(key_i, "drop1/rngs/key")``, count 0) and every sub-module's ``mode_attributes`` (default
+      ``{"deterministic": False}``) are set on a copy; the module itself (its RNG counts included) is left
+      untouched, so a fixed ``key`` gives a fixed result.
 
     With ``chunk_size``, the summaries are accumulated chunk by chunk (sums, a Chan et al. merge for the variance
-    and a running ``logsumexp`` for log-likelihoods): memory is that of one chunk, whatever ``num_samples``.
+    and a running ``logsumexp`` for log-likelihoods): memory is that of one chunk, whatever ``num_samples``. On CPU
+    a chunk of 10-100 samples is often also faster than one large ``vmap`` (the chunk stays in cache).
     Runs under one cached ``jax.jit`` (arrays traced, other arguments static).
 
     Args:
@@ -109,7 +112,9 @@ def predict(
       task: ``"classification"`` (outputs on the last axis are classes) or ``"regression"``.
       variables: a linen module's variables (``model.init(...)``); only for linen.
       chunk_size: samples evaluated at once (see :func:`sample`); ``None``: all at once.
-      labels: integer class labels (the batch shape), for the per-example NLL of the predictive mean.
+      labels: integer class labels (the batch shape), for the per-example NLL of the predictive mean
+        (``-log mean_t p_t(label)``, computed with ``logsumexp``). Not range-checked here (the number of classes
+        is only known when tracing); ``jaxdrop.uncertainty.nll`` checks it.
       targets: regression targets in original units (one prediction's shape), for the test log-likelihood.
       tau: model precision (inverse observation noise variance, in original units): aleatoric variance ``1/tau``.
       heteroscedastic: the model returns ``(mean, log_variance)``; aleatoric variance is ``mean_t exp(log_var_t)``.
