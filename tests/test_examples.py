@@ -1,0 +1,109 @@
+"""Every example's ``--quick`` mode runs, writes its figures and tables, and shows what it claims."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+pytest.importorskip("sklearn")
+pytest.importorskip("matplotlib")
+pytest.importorskip("tqdm")
+
+
+def run_example(name: str, tmp_path: Path, *extra: str) -> dict:
+    """Imports ``examples/<name>.py`` (with ``examples/`` on the path for ``_common``) and runs ``main``."""
+    if str(EXAMPLES) not in sys.path:
+        sys.path.insert(0, str(EXAMPLES))
+    spec = importlib.util.spec_from_file_location(f"jaxdrop_example_{name}", EXAMPLES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # flax modules (dataclasses) look their module up in sys.modules
+    spec.loader.exec_module(module)
+    return module.main(["--quick", "--quiet", "--out", str(tmp_path), *extra])
+
+
+def test_every_example_has_help():
+    scripts = sorted(p.stem for p in EXAMPLES.glob("*.py") if not p.stem.startswith("_"))
+    assert len(scripts) >= 5, scripts
+    for name in scripts:
+        source = (EXAMPLES / f"{name}.py").read_text()
+        assert "_common.parser(" in source, f"{name} must build its parser with _common.parser (--quick, --out)"
+
+
+def test_choose_rate(tmp_path):
+    result = run_example("choose_rate", tmp_path)
+    assert result["rates"] == pytest.approx([0.0, 0.3, 0.6])
+    assert result["best_rate"] in result["rates"]
+    # more dropout, lower training accuracy: the train/validation gap shrinks as the rate grows
+    assert result["train_acc"][0] >= result["train_acc"][-1]
+    gaps = [t - v for t, v in zip(result["train_acc"], result["val_acc"], strict=True)]
+    assert gaps[-1] < gaps[0]
+    assert (tmp_path / "choose_rate.png").stat().st_size > 10_000
+    assert (tmp_path / "choose_rate.md").exists()
+
+
+def test_ridge_equivalence(tmp_path):
+    result = run_example("ridge_equivalence", tmp_path)
+    assert result["max_abs_z"] < 4.0  # Monte Carlo mean agrees with the closed form
+    for sgd, ols in zip(result["sgd_to_ridge"], result["ols_to_ridge"], strict=True):
+        assert sgd < 0.05 < ols  # dropout training lands on the ridge solution, not on least squares
+    assert (tmp_path / "ridge_equivalence.png").exists()
+
+
+def test_uci_regression(tmp_path):
+    result = run_example("uci_regression", tmp_path, "--datasets", "boston")
+    boston = result["boston"]
+    assert 2.0 < boston["rmse"][0] < 6.0  # in $1000s; 20 epochs in quick mode, 400 in the real run
+    assert -4.0 < boston["ll"][0] < -2.0
+    assert (tmp_path / "uci.md").read_text().count("boston") >= 1
+
+
+def test_uci_regression_reads_data_txt(tmp_path):
+    import numpy as np
+
+    rs = np.random.RandomState(0)
+    inputs = rs.randn(60, 3)
+    table = np.column_stack([inputs, inputs @ [1.0, -2.0, 0.5] + 0.1 * rs.randn(60)])
+    path = tmp_path / "data.txt"
+    np.savetxt(path, table)
+    result = run_example(
+        "uci_regression",
+        tmp_path,
+        "--data",
+        str(path),
+        "--p",
+        "0.05",
+        "--tau",
+        "10",
+        "--splits",
+        "2",
+        "--epochs",
+        "30",
+        "--samples",
+        "100",
+    )
+    assert result[str(path)]["rmse"][0] < 2.0
+
+
+def test_mc_classification(tmp_path):
+    result = run_example("mc_classification", tmp_path)
+    mc = next(v for k, v in result.items() if k.startswith("dropout, MC"))
+    assert mc["accuracy"] > 0.9
+    assert mc["auroc_mi"] > 0.7 and mc["auroc_entropy"] > 0.7  # unseen digits are more uncertain
+    for metrics in result.values():
+        assert 0.0 <= metrics["ece"] < 0.1
+    assert (tmp_path / "mc_classification_reliability.png").exists()
+    assert (tmp_path / "mc_classification_selective_ood.png").exists()
+
+
+def test_concrete_dropout(tmp_path):
+    result = run_example("concrete_dropout", tmp_path)
+    rates = result["rates"]
+    smallest, largest = min(rates), max(rates)
+    inner = slice(1, 3)  # the two inner hidden layers
+    assert max(rates[largest][inner]) < min(rates[smallest][inner])  # less dropout with more data
+    assert (tmp_path / "concrete_dropout.png").exists()
