@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Sequence
 
 import jax
@@ -16,8 +15,8 @@ from jaxdrop.functional._spatial import check_rank, feature_map_axes
 
 
 def _block_sizes(block_size: int | Sequence[int], feature_sizes: tuple[int, ...]) -> tuple[int, ...]:
-    if isinstance(block_size, numbers.Integral) and not isinstance(block_size, bool):
-        sizes = (int(block_size),) * len(feature_sizes)
+    if not isinstance(block_size, Sequence):
+        sizes = (_checks.positive_int(block_size, "block_size"),) * len(feature_sizes)
     else:
         sizes = tuple(block_size)
         if len(sizes) != len(feature_sizes):
@@ -64,7 +63,8 @@ def dropblock(
     block fits; each seed zeroes the block that starts at it, so odd and even block sizes both work and every
     dropped region lies inside the map. The output is renormalised by ``count(mask) / count_ones(mask)`` (zero,
     not NaN, when everything is dropped). With overlapping blocks the dropped fraction is close to, and slightly
-    below, ``rate``. ``block_size=1`` is element-wise dropout (with renormalisation by the kept count).
+    below, ``rate``; rate 1 drops everything. ``block_size=1`` is element-wise dropout (with renormalisation by
+    the kept count).
 
     Axis 0 is the batch axis, ``channel_axis`` the channel axis, every other axis spatial. The mask is never
     stored for the backward pass.
@@ -109,7 +109,7 @@ def dropblock(
     static = isinstance(rate, float)
     if deterministic or (static and rate == 0.0):
         return x
-    if static and rate == 1.0:  # gamma is 1: every valid seed fires and the blocks cover the whole map
+    if static and rate == 1.0:  # everything dropped (gamma alone would leave gaps between blocks at rate 1)
         return jnp.zeros_like(x)
     key = _checks.key(key)
 
@@ -132,7 +132,8 @@ def dropblock(
     # identical to the one inside apply_keep_mask, which XLA may merge) and nothing is kept for the backward pass.
     num_kept = jnp.sum(make_keep(*operands), dtype=jnp.int32)
     scale = jnp.where(num_kept > 0, math.prod(mask_shape) / jnp.maximum(num_kept, 1).astype(jnp.float32), 0.0)
-    if not static:  # a traced rate outside [0, 1] cannot raise inside jit: NaN, as in `jaxdrop.dropout`
+    if not static:  # rate 1 drops everything, as above; a traced rate outside [0, 1] cannot raise: NaN
+        scale = jnp.where(rate < 1.0, scale, 0.0)
         scale = jnp.where((rate >= 0.0) & (rate <= 1.0), scale, jnp.nan)
     return _core.apply_keep_mask(x, make_keep, *operands, scale=scale)
 
