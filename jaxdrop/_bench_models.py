@@ -180,20 +180,14 @@ def mc_section(settings: Settings) -> Section:
     key = jax.random.key(2)
     counts = (50,) if settings.tiny or settings.quick else (50, 1000)
     chunk = 50
-    no_dropout = {"deterministic": False}
+    dropout_on = {"deterministic": False}
 
     def flax_apply(variables, inputs, key):
         return flax_model.apply(variables, inputs, deterministic=False, rngs={"dropout": key})
 
-    rows = [
-        compiled_row(
-            {"impl": "one deterministic forward", "samples": 1},
-            lambda v, x: flax_model.apply(v, x, deterministic=True),
-            variables,
-            inputs,
-        )
-    ]
+    deterministic = jax.jit(lambda v, x: flax_model.apply(v, x, deterministic=True))
     single = jax.jit(flax_apply)
+    lines = []
     for num_samples in counts:
         labels = {"samples": num_samples}
 
@@ -204,7 +198,7 @@ def mc_section(settings: Settings) -> Section:
                 key=key,
                 num_samples=num_samples,
                 variables=variables,
-                apply_kwargs=no_dropout,
+                apply_kwargs=dropout_on,
                 chunk_size=chunk_size,
             )
 
@@ -222,42 +216,34 @@ def mc_section(settings: Settings) -> Section:
             keys = jax.random.split(key, num_samples)
             return block(jnp.stack([single(variables, inputs, sample_key) for sample_key in keys]))
 
+        # Each T is its own group, timed in alternation with one deterministic forward (the ratios' baseline).
+        rows = [compiled_row({**labels, "impl": "one deterministic forward"}, deterministic, variables, inputs)]
         rows.append(compiled_row({**labels, "impl": "jaxdrop.mc.predict"}, predict, variables, inputs, key))
         if num_samples > chunk:
             streaming = functools.partial(predict, chunk_size=chunk)
-            rows.append(
-                compiled_row(
-                    {**labels, "impl": f"jaxdrop.mc.predict, chunk_size={chunk} (streaming)"},
-                    streaming,
-                    variables,
-                    inputs,
-                    key,
-                )
-            )
+            impl = f"jaxdrop.mc.predict, chunk_size={chunk} (streaming)"
+            rows.append(compiled_row({**labels, "impl": impl}, streaming, variables, inputs, key))
         rows.append(compiled_row({**labels, "impl": "jaxdrop.mc.sample"}, sample, variables, inputs, key))
-        rows.append(
-            compiled_row({**labels, "impl": "flax.linen: jit(vmap over keys)"}, flax_vmap, variables, inputs, key)
-        )
-        if num_samples <= 50 or not settings.quick:
-            loop_row = Row({**labels, "impl": "flax.linen: Python loop over keys (jit per call)"}, python_loop)
-            loop_row.value = rows[0].value
-            rows.append(loop_row)
-    measure_group(rows, _fewer_for_loops(settings, counts), min_sample_s=settings.min_sample_s)
-    section.rows = rows
-    deterministic = rows[0].median_s
-    lines = []
-    for row in rows:
-        lines.append(
-            [
-                row.labels["impl"],
-                str(row.labels["samples"]),
-                fmt_spread(row),
-                fmt_ratio(row.median_s, deterministic),
-                "–" if row.value is None else f"{row.value / 2**20:.1f}",
-            ]
-        )
+        vmap_labels = {**labels, "impl": "flax.linen: jit(vmap over keys)"}
+        rows.append(compiled_row(vmap_labels, flax_vmap, variables, inputs, key))
+        loop_row = Row({**labels, "impl": "flax.linen: Python loop over keys (jit per call)"}, python_loop)
+        loop_row.value = rows[0].value
+        loop_row.warmup = 0 if num_samples > 50 else None  # 1000 calls of an already compiled function
+        rows.append(loop_row)
+        # A Python loop of T=1000 calls takes seconds per sample: fewer repeats for that group.
+        repeats = settings.repeats if num_samples <= 50 else max(3, settings.repeats // 2)
+        measure_group(rows, repeats, min_sample_s=settings.min_sample_s)
+        section.rows += rows
+        baseline = rows[0].median_s
+        for row in rows:
+            memory = "–" if row.value is None else f"{row.value / 2**20:.1f}"
+            cells = [row.labels["impl"], str(num_samples if row is not rows[0] else 1), fmt_spread(row)]
+            lines.append([*cells, fmt_ratio(row.median_s, baseline), memory])
     header = ["method", "T", "ms", "x one deterministic forward", "temp MiB (compiled)"]
     section.markdown = markdown_table(header, lines)
+    rows = section.rows
+    deterministic_row = find(rows, impl="one deterministic forward", samples=50)
+    deterministic = deterministic_row.median_s if deterministic_row else None
     target = find(rows, impl="jaxdrop.mc.predict", samples=50)
     if target is not None and target.median_s and deterministic:
         section.summary["mc_t50_over_deterministic"] = target.median_s / deterministic
@@ -268,14 +254,10 @@ def mc_section(settings: Settings) -> Section:
         "jaxdrop rows use `jaxdrop.linen.Dropout`, flax rows `flax.linen.Dropout`, with identical parameters. "
         "`predict` also computes the summaries (mean probabilities, entropy, mutual information); `sample` and the "
         "flax rows return the raw (T, batch, classes) logits. Temp MiB: `memory_analysis()` of the compiled "
-        "function (for the Python loop: of one call)."
+        "function (for the Python loop: of one call). Each T was timed in its own group, in alternation with "
+        "the deterministic forward above it."
     )
     return section
-
-
-def _fewer_for_loops(settings: Settings, counts: tuple[int, ...]) -> int:
-    # A Python loop of T=1000 calls takes seconds per sample: a few repeats suffice for its spread.
-    return settings.repeats if max(counts) <= 50 else max(3, settings.repeats // 2)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -315,7 +297,10 @@ def reference_dropblock(x: jax.Array, key: jax.Array, rate: float, block_size: i
     return x * keep * (keep.size / jnp.sum(keep))
 
 
-def _variant_impls(rate: float, block_size: int) -> dict[str, dict[str, Callable[..., jax.Array] | str]]:
+VariantImpls = dict[str, dict[str, Callable[..., jax.Array] | str]]
+
+
+def _variant_impls(rate: float, block_size: int, per_head_masks: bool) -> VariantImpls:
     """variant -> {implementation -> (x, key) -> y, or the reason it is absent}."""
     import flax.linen as nn
 
@@ -352,17 +337,17 @@ def _variant_impls(rate: float, block_size: int) -> dict[str, dict[str, Callable
             return fn
         return lambda qkv, key: fn(*qkv, dropout_rng=key, dropout_rate=rate, deterministic=False, **kwargs)
 
-    attention_rows = {
-        "jaxdrop.dot_product_attention (fast)": attention(attention_fn),
-        "jaxdrop.dot_product_attention (jax)": attention(attention_fn, generator="jax"),
-        "flax.linen.dot_product_attention": attention(nn.dot_product_attention),
-    }
-    return {
-        "spatial dropout": spatial,
-        "drop path": drop_path,
-        f"DropBlock (block {block_size})": dropblock,
-        "attention dropout": attention_rows,
-    }
+    out = {"spatial dropout": spatial, "drop path": drop_path, f"DropBlock (block {block_size})": dropblock}
+    for variant, broadcast in (("attention dropout", True), ("attention dropout, per-head masks", False)):
+        if broadcast or per_head_masks:
+            out[variant] = {
+                "jaxdrop.dot_product_attention (fast)": attention(attention_fn, broadcast_dropout=broadcast),
+                "jaxdrop.dot_product_attention (jax)": attention(
+                    attention_fn, broadcast_dropout=broadcast, generator="jax"
+                ),
+                "flax.linen.dot_product_attention": attention(nn.dot_product_attention, broadcast_dropout=broadcast),
+            }
+    return out
 
 
 def variants_section(settings: Settings) -> Section:
@@ -376,14 +361,15 @@ def variants_section(settings: Settings) -> Section:
         "drop path": sizes["tokens"],
         f"DropBlock (block {block_size})": sizes["feature map"],
         "attention dropout": sizes["attention"],
+        "attention dropout, per-head masks": sizes["attention"],
     }
     lines = []
-    for variant, impls in _variant_impls(rate, block_size).items():
+    for variant, impls in _variant_impls(rate, block_size, per_head_masks=not settings.quick).items():
         if settings.tiny:  # the smoke test skips the bit-compatible generator: compile time dominates tiny shapes
             impls = {name: impl for name, impl in impls.items() if "(jax)" not in name}
         shape = inputs[variant]
         key = jax.random.key(0)
-        if variant == "attention dropout":
+        if variant.startswith("attention"):
             x: Any = tuple(jax.random.normal(jax.random.key(i), shape) for i in range(3))
             batch, length, heads, _ = shape
             w = jax.random.normal(jax.random.key(3), shape)
@@ -399,7 +385,8 @@ def variants_section(settings: Settings) -> Section:
                 rows += [Row({**labels, "pass": FWD}, note=impl), Row({**labels, "pass": FWD_BWD}, note=impl)]
                 continue
             try:
-                rows.append(compiled_row({**labels, "pass": FWD}, forward(impl), x, key, w))
+                if not settings.tiny:  # the smoke test compiles fwd+bwd only (which contains the forward)
+                    rows.append(compiled_row({**labels, "pass": FWD}, forward(impl), x, key, w))
                 rows.append(compiled_row({**labels, "pass": FWD_BWD}, forward_backward(impl), x, key, w))
             except Exception as error:  # an API that changed under us: report the row, keep the benchmark going
                 note = f"failed: {type(error).__name__}: {str(error).splitlines()[0][:120]}"
@@ -412,16 +399,20 @@ def variants_section(settings: Settings) -> Section:
             for pass_name in (FWD, FWD_BWD):
                 row = find(rows, impl=impl_name, **{"pass": pass_name})
                 peer = find(rows, impl=peer_name, **{"pass": pass_name})
+                if row is None:
+                    cells += ["–", "–"]
+                    continue
                 cells += [fmt_spread(row), fmt_ratio(row.median_s, peer.median_s if peer else None)]
             backward = find(rows, impl=impl_name, **{"pass": FWD_BWD})
-            cells.append("–" if backward.value is None else f"{backward.value / 2**20:.1f}")
+            cells.append("–" if backward is None or backward.value is None else f"{backward.value / 2**20:.1f}")
             lines.append(cells)
     header = ["variant", "impl", "shape", "fwd ms", "fwd x peer", "fwd+bwd ms", "fwd+bwd x peer"]
     section.markdown = markdown_table([*header, "fwd+bwd temp MiB"], lines)
     section.notes.append(
         "The peer is the last row of each variant (`x peer` = median over the peer's median; below 1 means faster "
         "than the peer). flax has no drop path or DropBlock: the peers are jnp ports of timm's `drop_path` and of "
-        "the DropBlock paper's algorithm. Attention: fwd+bwd is the gradient with respect to q, k and v; both use "
-        "flax's default `broadcast_dropout=True`."
+        "the DropBlock paper's algorithm. Attention: fwd+bwd is the gradient with respect to q, k and v; "
+        "`attention dropout` uses flax's default `broadcast_dropout=True` (one mask shared over batch and heads), "
+        "`per-head masks` `broadcast_dropout=False`. Temp MiB: `memory_analysis()` of the compiled fwd+bwd."
     )
     return section

@@ -37,6 +37,7 @@ class Row:
     times_s: list[float] = field(default_factory=list)
     first_call_s: float | None = None
     calls_per_sample: int = 1
+    warmup: int | None = None  # calls after the first before timing; None: the group's default
 
     @property
     def median_s(self) -> float | None:
@@ -83,7 +84,7 @@ def measure_group(rows: list[Row], repeats: int, warmup: int = 1, min_sample_s: 
         row.run()
         row.first_call_s = time.perf_counter() - start
         elapsed = math.inf
-        for _ in range(warmup):
+        for _ in range(warmup if row.warmup is None else row.warmup):
             start = time.perf_counter()
             row.run()
             elapsed = time.perf_counter() - start

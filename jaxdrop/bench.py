@@ -37,7 +37,7 @@ SECTIONS: dict[str, Callable[[Settings], Section]] = {
     "transformer": _bench_models.transformer_section,
 }
 README_START, README_END = "<!-- bench:start -->", "<!-- bench:end -->"
-DEFAULT_REPEATS = {"quick": 5, "full": 9}
+DEFAULT_REPEATS = {"quick": 5, "full": 7}
 
 
 def evaluate_targets(sections: dict[str, Section], tiny: bool) -> list[dict[str, Any]]:
@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="a subset with fewer repeats (< 2 min on 2 CPU cores)")
     parser.add_argument("--out", type=Path, help="directory for results.json (raw numbers) and results.md")
     parser.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated, from {', '.join(SECTIONS)}")
-    parser.add_argument("--repeats", type=int, help="timed samples per row (default 5 quick, 9 full)")
+    parser.add_argument("--repeats", type=int, help="timed samples per row (default 5 quick, 7 full)")
     parser.add_argument("--tiny", action="store_true", help="tiny shapes, to test that the script works")
     parser.add_argument(
         "--update-readme",
