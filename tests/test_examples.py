@@ -107,3 +107,11 @@ def test_concrete_dropout(tmp_path):
     inner = slice(1, 3)  # the two inner hidden layers
     assert max(rates[largest][inner]) < min(rates[smallest][inner])  # less dropout with more data
     assert (tmp_path / "concrete_dropout.png").exists()
+
+
+def test_cnn_variants(tmp_path):
+    result = run_example("cnn_variants", tmp_path)
+    assert list(result) == ["none", "dropout", "spatial", "dropblock"]
+    for metrics in result.values():
+        assert metrics["test_acc"] > 0.3  # two quick epochs on 200 images: well above chance (10%)
+    assert (tmp_path / "cnn_variants.png").exists()
