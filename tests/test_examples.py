@@ -115,3 +115,14 @@ def test_cnn_variants(tmp_path):
     for metrics in result.values():
         assert metrics["test_acc"] > 0.3  # two quick epochs on 200 images: well above chance (10%)
     assert (tmp_path / "cnn_variants.png").exists()
+
+
+def test_stochastic_depth(tmp_path):
+    result = run_example("stochastic_depth", tmp_path)
+    names = list(result)
+    assert names[0] == "none" and names[1].startswith("linear")
+    linear, uniform = result[names[1]], result[names[2]]
+    assert linear["expected_blocks_dropped"] == pytest.approx(uniform["expected_blocks_dropped"], rel=1e-3)
+    for metrics in result.values():
+        assert metrics["test_acc"] > 0.85
+    assert (tmp_path / "stochastic_depth.png").exists()
