@@ -28,7 +28,7 @@ def run_example(name: str, tmp_path: Path, *extra: str) -> dict:
 
 def test_every_example_has_help():
     scripts = sorted(p.stem for p in EXAMPLES.glob("*.py") if not p.stem.startswith("_"))
-    assert len(scripts) >= 5, scripts
+    assert len(scripts) >= 9, scripts
     for name in scripts:
         source = (EXAMPLES / f"{name}.py").read_text()
         assert "_common.parser(" in source, f"{name} must build its parser with _common.parser (--quick, --out)"
@@ -134,3 +134,11 @@ def test_transformer_lm(tmp_path):
     for metrics in result.values():
         assert metrics["final_val_loss"] < 3.5  # below the uniform 4.85 nats/char: it learned something in 60 steps
     assert (tmp_path / "transformer_lm.png").exists()
+
+
+def test_recurrent_locked(tmp_path):
+    result = run_example("recurrent_locked", tmp_path)
+    assert list(result) == ["none", "naive", "locked"]
+    for metrics in result.values():
+        assert metrics["final_val_loss"] < 4.0  # below the uniform 4.85 nats/char
+    assert (tmp_path / "recurrent_locked.png").exists()
