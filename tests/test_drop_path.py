@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import binomial_bound
-from variant_checks import check_variant
+from variant_checks import check_variant, normal
 
 import jaxdrop
 
@@ -50,7 +50,7 @@ def test_linear_rates():
 
 
 def test_residual_never_drops_the_skip_connection():
-    residual = jax.random.normal(jax.random.key(1), (1000, 4))
+    residual = normal(1, (1000, 4))
     branch = jnp.ones((1000, 4))
     fn = jax.jit(lambda r, b, k: jaxdrop.residual_drop_path(r, b, 0.5, key=k))
     out = np.asarray(fn(residual, branch, jax.random.key(0)))
@@ -65,7 +65,7 @@ def test_residual_never_drops_the_skip_connection():
 
 @pytest.mark.parametrize("mode", ["row", "batch"])
 def test_common_properties(mode):
-    x = jax.random.normal(jax.random.key(3), (8, 3, 4))
+    x = normal(3, (8, 3, 4))
     apply = lambda x, rate, key, det: jaxdrop.drop_path(x, rate, key=key, deterministic=det, mode=mode)
     check_variant(apply, x, 0.5)
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from jax.ad_checkpoint import print_saved_residuals
 from numpy.lib.stride_tricks import sliding_window_view
-from variant_checks import check_variant
+from variant_checks import check_variant, normal
 
 import jaxdrop
 from jaxdrop.functional._dropblock import seed_rate
@@ -111,7 +111,7 @@ def test_mask_is_not_stored_for_the_backward_pass():
 
 
 def test_common_properties():
-    x = jax.random.normal(jax.random.key(3), (4, 6, 6, 3))
+    x = normal(3, (4, 6, 6, 3))
     apply = lambda x, rate, key, det: jaxdrop.dropblock2d(x, rate, key=key, deterministic=det, block_size=3)
     check_variant(apply, x)
 

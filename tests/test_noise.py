@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from conftest import binomial_bound
 from jax.ad_checkpoint import print_saved_residuals
-from variant_checks import check_variant, random_primitives
+from variant_checks import check_variant, normal, random_primitives
 
 import jaxdrop
 from jaxdrop.functional import _noise
@@ -41,7 +41,7 @@ def test_selu_constants_match_jax_selu():
 
 @pytest.mark.parametrize("rate", [0.1, 0.5])
 def test_alpha_dropout_matches_torch_formula_and_keep_fraction(rate):
-    x = jax.random.normal(jax.random.key(1), (1000,))
+    x = normal(1, (1000,))
     key = jax.random.key(2)
     y = jax.jit(lambda x, k: jaxdrop.alpha_dropout(x, rate, key=k))(x, key)
     # Same key, same mask as dropout on the shifted input: recover the keep decisions from it.
@@ -52,14 +52,14 @@ def test_alpha_dropout_matches_torch_formula_and_keep_fraction(rate):
 
 @pytest.mark.parametrize("rate", [0.05, 0.3, 0.7])
 def test_alpha_dropout_keeps_zero_mean_unit_variance(rate):
-    x = jax.random.normal(jax.random.key(1), (N,))
+    x = normal(1, (N,))
     y = np.asarray(jax.jit(lambda x, k: jaxdrop.alpha_dropout(x, rate, key=k))(x, jax.random.key(5)), np.float64)
     assert abs(y.mean()) <= 4 / np.sqrt(N)
     assert abs(y.var() - 1.0) <= 0.02
 
 
 def test_alpha_dropout_traced_rate_matches_static():
-    x = jax.random.normal(jax.random.key(1), (64,))
+    x = normal(1, (64,))
     key = jax.random.key(2)
     static = jaxdrop.alpha_dropout(x, 0.25, key=key)
     traced = jax.jit(lambda x, r, k: jaxdrop.alpha_dropout(x, r, key=k))(x, 0.25, key)
@@ -67,7 +67,7 @@ def test_alpha_dropout_traced_rate_matches_static():
 
 
 def test_feature_alpha_dropout_shares_decision_per_map_and_keeps_moments():
-    x = jax.random.normal(jax.random.key(1), (256, 4, 4, 64))
+    x = normal(1, (256, 4, 4, 64))
     y = np.asarray(jax.jit(lambda x, k: jaxdrop.feature_alpha_dropout(x, 0.4, key=k))(x, jax.random.key(3)))
     drop_value = np.float32((1 - 0.4) / (1 + 0.4 * _noise.ALPHA_PRIME**2)) ** 0.5 * _noise.ALPHA_PRIME
     dropped = np.isclose(y, drop_value)
@@ -79,7 +79,7 @@ def test_feature_alpha_dropout_shares_decision_per_map_and_keeps_moments():
 def test_gaussian_dropout_moments_expectation_and_gradient():
     rate = 0.3
     variance = rate / (1 - rate)
-    x = jax.random.normal(jax.random.key(3), (16,))
+    x = normal(3, (16,))
     keys = jax.random.split(jax.random.key(0), 4000)
     fn = jax.jit(lambda x, k: jaxdrop.gaussian_dropout(x, rate, key=k))
     noise = np.asarray(jax.vmap(fn, in_axes=(None, 0))(x, keys) / x, np.float64)  # 64000 samples of N(1, variance)
@@ -100,7 +100,7 @@ def test_gaussian_noise_moments_gradient_traced_stddev_and_dtypes():
     assert abs(y.mean()) <= 4 * 0.5 / np.sqrt(N) and abs(y.std() - 0.5) <= 0.005
     np.testing.assert_array_equal(noisy(jnp.ones(N), 0.0, key), jnp.ones(N))
     assert np.isnan(np.asarray(noisy(jnp.ones(N), -1.0, key))).all()  # a traced negative stddev cannot raise
-    x = jax.random.normal(jax.random.key(1), (N,))
+    x = normal(1, (N,))
     grad = jax.jit(jax.grad(lambda x: jnp.sum(jaxdrop.gaussian_noise(x, 0.5, key=key) * 3.0)))(x)
     np.testing.assert_array_equal(grad, jnp.full_like(x, 3.0))
     for dtype in (jnp.bfloat16, jnp.float16):
@@ -125,7 +125,7 @@ def test_noise_is_not_stored_for_the_backward_pass(name):
 @pytest.mark.parametrize("name", ["alpha_dropout", "feature_alpha_dropout", "gaussian_dropout"])
 def test_common_properties(name):
     fn = getattr(jaxdrop, name)
-    x = jax.random.normal(jax.random.key(3), (4, 3, 8))
+    x = normal(3, (4, 3, 8))
     apply = lambda x, rate, key, det: fn(x, rate, key=key, deterministic=det)
     check_variant(apply, x)
 

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import binomial_bound
-from variant_checks import check_variant
+from variant_checks import check_variant, normal
 
 import jaxdrop
 
@@ -37,7 +37,7 @@ def test_channels_first():
 
 
 def test_expectation_preserved_over_keys():
-    x = jax.random.normal(jax.random.key(3), (2, 3, 3, 4))
+    x = normal(3, (2, 3, 3, 4))
     keys = jax.random.split(jax.random.key(0), 4000)
     samples = jax.jit(jax.vmap(lambda k: jaxdrop.spatial_dropout(x, 0.4, key=k)))(keys)
     # Each element is x / 0.6 with probability 0.6: standard error |x| * sqrt(0.4 / 0.6 / n).
@@ -46,14 +46,14 @@ def test_expectation_preserved_over_keys():
 
 
 def test_same_mask_as_dropout_with_broadcast_dims():
-    x = jax.random.normal(jax.random.key(3), (4, 5, 6, 8))
+    x = normal(3, (4, 5, 6, 8))
     key = jax.random.key(7)
     expected = jax.jit(lambda x, k: jaxdrop.dropout(x, 0.5, key=k, broadcast_dims=(1, 2)))(x, key)
     np.testing.assert_array_equal(jax.jit(lambda x, k: jaxdrop.spatial_dropout(x, 0.5, key=k))(x, key), expected)
 
 
 def test_common_properties():
-    x = jax.random.normal(jax.random.key(3), (4, 3, 3, 8))
+    x = normal(3, (4, 3, 3, 8))
     apply = lambda x, rate, key, det: jaxdrop.spatial_dropout2d(x, rate, key=key, deterministic=det)
     check_variant(apply, x)
 

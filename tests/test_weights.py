@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import binomial_bound
-from variant_checks import check_variant
+from variant_checks import check_variant, normal
 
 import jaxdrop
 from jaxdrop.functional._weights import path_name
@@ -18,12 +18,12 @@ def test_dropconnect_masks_weights_shared_over_the_batch():
     dropped = np.asarray(jax.jit(lambda w, k: jaxdrop.dropconnect(w, rate, key=k))(w, jax.random.key(0)))
     assert set(np.unique(dropped).tolist()) == {0.0, np.float32(1 / (1 - rate))}
     assert abs((dropped == 0).mean() - rate) <= binomial_bound(dropped.size, rate)
-    x = jax.random.normal(jax.random.key(1), (5, 64))
+    x = normal(1, (5, 64))
     np.testing.assert_allclose(x @ dropped, x @ (np.asarray(w) * dropped), rtol=1e-5)  # a weight mask, not units
 
 
 def test_dropconnect_expectation_over_keys():
-    w = jax.random.normal(jax.random.key(2), (4, 4))
+    w = normal(2, (4, 4))
     keys = jax.random.split(jax.random.key(0), 4000)
     samples = jax.jit(jax.vmap(lambda k: jaxdrop.dropconnect(w, 0.5, key=k)))(keys)
     stderr = np.abs(np.asarray(w)) * np.sqrt(1.0 / keys.shape[0])
@@ -70,7 +70,7 @@ def test_path_names():
 
 
 def test_common_properties():
-    w = jax.random.normal(jax.random.key(3), (8, 6))
+    w = normal(3, (8, 6))
     apply = lambda w, rate, key, det: jaxdrop.dropconnect(w, rate, key=key, deterministic=det)
     check_variant(apply, w)
 

@@ -18,6 +18,15 @@ TOLERANCE = {jnp.float32: 1e-6, jnp.bfloat16: 2e-2, jnp.float16: 2e-3}
 Apply = Callable[[jax.Array, object, jax.Array | None, bool], jax.Array]
 
 
+def normal(seed: int, shape: tuple[int, ...]) -> jax.Array:
+    """Float32 test data from NumPy: ``jax.random`` would compile a Threefry kernel for every new shape."""
+    return jnp.asarray(np.random.default_rng(seed).standard_normal(shape), jnp.float32)
+
+
+def randint(seed: int, shape: tuple[int, ...], high: int) -> jax.Array:
+    return jnp.asarray(np.random.default_rng(seed).integers(0, high, shape), jnp.int32)
+
+
 def random_primitives(fn: Callable, *args) -> set[str]:
     """Random-number primitives in the jaxpr of ``fn(*args)``, including nested ones."""
     text = str(jax.make_jaxpr(fn)(*args))

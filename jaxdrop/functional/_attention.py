@@ -156,8 +156,10 @@ def dot_product_attention(
     if module is not None:
         module.sow("intermediates", "attention_weights", jax.nn.softmax(logits).astype(dtype))
 
-    no_dropout = deterministic or (isinstance(rate, float) and rate == 0.0)
-    dropout_rng = None if no_dropout else _checks.key(dropout_rng, "dropout_rng")
+    static = isinstance(rate, float)
+    no_dropout = deterministic or (static and rate == 0.0)
+    needs_key = not no_dropout and not (static and rate == 1.0)  # static rate 1: zero weights, no key needed
+    dropout_rng = _checks.key(dropout_rng, "dropout_rng") if needs_key else None
     # Flax's broadcast_dropout shares the mask over every axis but (q_length, kv_length).
     shared_axes = tuple(range(logits.ndim - 2)) if broadcast_dropout else ()
     value_einsum = attn_weights_value_einsum or default_einsum
@@ -174,6 +176,6 @@ def dot_product_attention(
     # float32 logits are the only weight-sized residual (flax keeps the softmax's exp, the keep-mask multiplier
     # and the dropped weights).
     remat = jax.checkpoint(
-        attend, policy=jax.checkpoint_policies.nothing_saveable, static_argnums=(3,) if isinstance(rate, float) else ()
+        attend, policy=jax.checkpoint_policies.nothing_saveable, static_argnums=(3,) if static else ()
     )
     return remat(logits, value, dropout_rng, rate)
