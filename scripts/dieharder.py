@@ -10,13 +10,15 @@ Two streams, both exactly what ``jaxdrop._masks.random_bits`` computes:
     ``random_bits`` at counters ``i * n ... (i + 1) * n - 1`` (the low word wraps into the high word after 2**32
     words, as ``element_counters`` does for very large masks). Block 0 is checked against ``random_bits``.
 
-Each dieharder test gets its own process and a fresh stream (root ``fold_in(key(seed), test number)``), so no test
-sees bits another one consumed and a test can be re-run alone with another ``--seed``. JAX is imported once.
+Each dieharder test gets its own process and a fresh stream (root ``fold_in(key(seed), test number)``, or
+``test * 100 + ntuple`` for the RGB tests that take an ntuple), so no test sees bits another one consumed and a test
+can be re-run alone with another ``--seed``. JAX is imported once.
 
 Usage (installs the Debian package ``dieharder`` if it is missing; needs root or sudo for that)::
 
     python scripts/dieharder.py --mode chunks --tests 0-17               # the Diehard tests
-    python scripts/dieharder.py --mode counter --tests 0-17,100-102,200-202,204-209 --log out.txt
+    python scripts/dieharder.py --mode counter --tests 0-17,100-102,200-209 --log out.txt
+    python scripts/dieharder.py --mode chunks --tests 203:1 --seed 7   # one lagged-sum ntuple, another seed
     python scripts/dieharder.py --mode chunks --all                      # `dieharder -a` on one stream
     python scripts/dieharder.py --throughput                             # generation speed only
 
@@ -113,12 +115,23 @@ def run_dieharder(dieharder: str, args: list[str], mode: str, root: jax.Array, n
     return output, sent
 
 
-def parse_tests(spec: str) -> list[int]:
-    tests: list[int] = []
+# The RGB tests that take an ntuple; `dieharder -a` runs them over these ranges (bit distribution, minimum distance,
+# permutations, lagged sums), and a standalone `-d 200` without `-n` is refused.
+NTUPLES = {200: range(1, 13), 201: range(2, 6), 202: range(2, 6), 203: range(0, 33)}
+
+
+def parse_tests(spec: str) -> list[tuple[int, int | None]]:
+    """``"0-2,200"`` -> ``[(0, None), (1, None), (2, None), (200, 1), ..., (200, 12)]``; ``"203:5"`` is one ntuple."""
+    runs: list[tuple[int, int | None]] = []
     for part in spec.split(","):
+        part, _, ntuple = part.partition(":")
         low, _, high = part.partition("-")
-        tests.extend(range(int(low), int(high or low) + 1))
-    return tests
+        for test in range(int(low), int(high or low) + 1):
+            if ntuple:
+                runs.append((test, int(ntuple)))
+            else:
+                runs.extend((test, n) for n in NTUPLES.get(test, [None]))
+    return runs
 
 
 def main() -> None:
@@ -147,13 +160,20 @@ def main() -> None:
         return
 
     dieharder = ensure_dieharder()
-    runs = [(["-a"], "all")] if options.all else [(["-d", str(t)], str(t)) for t in parse_tests(options.tests)]
+    runs = [(None, None)] if options.all else parse_tests(options.tests)
     counts: Counter[str] = Counter()
     total_bytes = 0
     start = time.perf_counter()
     log = open(options.log, "a") if options.log else None
-    for args, name in runs:
-        root = seed_root if options.all else jax.random.fold_in(seed_root, int(name))
+    for test, ntuple in runs:
+        if test is None:
+            args, name, root = ["-a"], "all", seed_root
+        else:
+            args, name = ["-d", str(test)], str(test)
+            if ntuple is not None:
+                args, name = [*args, "-n", str(ntuple)], f"{test}:{ntuple}"
+            # A fresh stream per run (fold in the test number, and the ntuple), so a test can be re-run alone.
+            root = jax.random.fold_in(seed_root, test if ntuple is None else test * 100 + ntuple)
         test_start = time.perf_counter()
         output, sent = run_dieharder(dieharder, [*args, *options.extra.split()], options.mode, root, num_words)
         total_bytes += sent
