@@ -42,14 +42,20 @@ def test_matches_flax_without_dropout_with_bias_mask_and_causal():
     np.testing.assert_allclose(causal, causal_nnx, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("broadcast_dropout", [True, False])
-def test_jax_generator_matches_flax_dropout_exactly(broadcast_dropout):
+def test_jax_generator_matches_flax_dropout_exactly():
     q, k, v = _qkv()
     rng = jax.random.key(1)
-    kwargs = dict(dropout_rng=rng, dropout_rate=0.3, broadcast_dropout=broadcast_dropout)
-    ours = jax.jit(lambda q, k, v: jaxdrop.dot_product_attention(q, k, v, generator="jax", **kwargs))(q, k, v)
-    theirs = jax.jit(lambda q, k, v: nn.dot_product_attention(q, k, v, **kwargs))(q, k, v)
-    np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6)
+
+    def both(q, k, v):
+        pairs = []
+        for broadcast in (True, False):
+            kwargs = dict(dropout_rng=rng, dropout_rate=0.3, broadcast_dropout=broadcast)
+            ours = jaxdrop.dot_product_attention(q, k, v, generator="jax", **kwargs)
+            pairs.append((ours, nn.dot_product_attention(q, k, v, **kwargs)))
+        return pairs
+
+    for ours, theirs in jax.jit(both)(q, k, v):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6)
 
 
 def test_drops_attention_weights_after_softmax():
@@ -111,17 +117,17 @@ def test_gradients_match_flax_with_the_same_mask():
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16, jnp.float16])
-def test_dtype_preserved_and_close_to_float32(dtype):
+def test_dtype_preserved_and_close_to_float32():
     q, k, v = _qkv()
-    fn = jax.jit(
-        lambda q, k, v: jaxdrop.dot_product_attention(q, k, v, dropout_rng=jax.random.key(1), dropout_rate=0.2)
-    )
-    out = fn(*(a.astype(dtype) for a in (q, k, v)))
-    assert out.dtype == dtype
-    np.testing.assert_allclose(np.asarray(out, np.float32), fn(q, k, v), atol=0.1 if dtype != jnp.float32 else 1e-6)
-    grads = jax.grad(lambda q: jnp.sum(fn(q, k.astype(dtype), v.astype(dtype)).astype(jnp.float32)))(q.astype(dtype))
-    assert grads.dtype == dtype and np.isfinite(np.asarray(grads, np.float32)).all()
+    attend = lambda q, k, v: jaxdrop.dot_product_attention(q, k, v, dropout_rng=jax.random.key(1), dropout_rate=0.2)
+    dtypes = (jnp.float32, jnp.bfloat16, jnp.float16)
+    outs = jax.jit(lambda q, k, v: [attend(q.astype(d), k.astype(d), v.astype(d)) for d in dtypes])(q, k, v)
+    for dtype, out in zip(dtypes, outs, strict=True):
+        assert out.dtype == dtype
+        np.testing.assert_allclose(np.asarray(out, np.float32), outs[0], atol=0.1 if dtype != jnp.float32 else 1e-6)
+    low = [a.astype(jnp.bfloat16) for a in (q, k, v)]
+    grads = jax.jit(jax.grad(lambda q, k, v: jnp.sum(attend(q, k, v).astype(jnp.float32)), argnums=(0, 1, 2)))(*low)
+    assert all(g.dtype == jnp.bfloat16 and np.isfinite(np.asarray(g, np.float32)).all() for g in grads)
 
 
 def test_edge_rates_traced_rate_and_vmap():

@@ -24,6 +24,11 @@ def _saved_residuals(f, *args) -> list[str]:
     return buffer.getvalue().splitlines()
 
 
+# Traced rates: one compiled program serves every rate of the parametrised tests.
+_ALPHA = jax.jit(lambda x, rate, key: jaxdrop.alpha_dropout(x, rate, key=key))
+_DROPOUT = jax.jit(lambda x, rate, key: jaxdrop.dropout(x, rate, key=key))
+
+
 def _torch_alpha_dropout(x, keep, rate):
     """PyTorch's formula (aten/src/ATen/native/Dropout.cpp, `_dropout_impl` with alpha) in NumPy float64."""
     alpha_prime = -1.0507009873554804934193349852946 * 1.6732632423543772848170429916717
@@ -43,9 +48,9 @@ def test_selu_constants_match_jax_selu():
 def test_alpha_dropout_matches_torch_formula_and_keep_fraction(rate):
     x = normal(1, (1000,))
     key = jax.random.key(2)
-    y = jax.jit(lambda x, k: jaxdrop.alpha_dropout(x, rate, key=k))(x, key)
+    y = _ALPHA(x, rate, key)
     # Same key, same mask as dropout on the shifted input: recover the keep decisions from it.
-    keep = np.asarray(jaxdrop.dropout(x - _noise.ALPHA_PRIME, rate, key=key) != 0).astype(np.float64)
+    keep = np.asarray(_DROPOUT(x - _noise.ALPHA_PRIME, rate, key) != 0).astype(np.float64)
     assert abs(keep.mean() - (1 - rate)) <= binomial_bound(keep.size, 1 - rate)
     np.testing.assert_allclose(np.asarray(y), _torch_alpha_dropout(np.asarray(x, np.float64), keep, rate), atol=2e-6)
 
@@ -53,7 +58,7 @@ def test_alpha_dropout_matches_torch_formula_and_keep_fraction(rate):
 @pytest.mark.parametrize("rate", [0.05, 0.3, 0.7])
 def test_alpha_dropout_keeps_zero_mean_unit_variance(rate):
     x = normal(1, (N,))
-    y = np.asarray(jax.jit(lambda x, k: jaxdrop.alpha_dropout(x, rate, key=k))(x, jax.random.key(5)), np.float64)
+    y = np.asarray(_ALPHA(x, rate, jax.random.key(5)), np.float64)
     assert abs(y.mean()) <= 4 / np.sqrt(N)
     assert abs(y.var() - 1.0) <= 0.02
 

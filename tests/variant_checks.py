@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 
 RANDOM_PRIMITIVES = ("random_bits", "random_seed", "random_wrap", "random_unwrap", "threefry2x32", "iota")
-TOLERANCE = {jnp.float32: 1e-6, jnp.bfloat16: 2e-2, jnp.float16: 2e-3}
+TOLERANCE = {jnp.bfloat16: 2e-2, jnp.float16: 2e-3}
 
 Apply = Callable[[jax.Array, object, jax.Array | None, bool], jax.Array]
 
@@ -47,8 +47,8 @@ def check_variant(apply: Apply, x: jax.Array, rate: float = 0.3, *, at_one: str 
     run = jax.jit(lambda x, key: apply(x, rate, key, False))
     reference = np.asarray(run(x, key))
     assert np.isfinite(reference).all()
-    for dtype in (jnp.bfloat16, jnp.float16):
-        y = run(x.astype(dtype), key)
+    low_precision = jax.jit(lambda x, key: [apply(x.astype(dtype), rate, key, False) for dtype in TOLERANCE])
+    for dtype, y in zip(TOLERANCE, low_precision(x, key), strict=True):
         assert y.dtype == dtype and y.shape == x.shape, (dtype, y.dtype, y.shape)
         np.testing.assert_allclose(np.asarray(y, np.float32), reference, rtol=TOLERANCE[dtype], atol=TOLERANCE[dtype])
 
