@@ -225,14 +225,20 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     p.add_argument("--target-column", type=int, default=-1, help="target column index in --data")
     p.add_argument("--p", type=float, help="dropout rate (default: the paper's value per data set)")
     p.add_argument("--tau", type=float, help="model precision tau (default: the paper's value per data set)")
-    p.add_argument("--epochs", type=int, default=400)
+    p.add_argument("--epochs", type=int, help="training epochs (default 400; --quick 20)")
     p.add_argument("--hidden", type=int, default=50)
-    p.add_argument("--splits", type=int, default=20)
-    p.add_argument("--samples", type=int, default=10_000, help="MC dropout samples T")
-    p.add_argument("--chunk-size", type=int, default=1_000, help="MC samples per vmap chunk (bounds memory)")
+    p.add_argument("--splits", type=int, help="random 90/10 splits (default 20; --quick 3)")
+    p.add_argument("--samples", type=int, help="MC dropout samples T (default 10,000; --quick 500)")
+    p.add_argument("--chunk-size", type=int, help="MC samples per vmap chunk, bounds memory (default 1,000)")
     args = p.parse_args(argv)
-    if args.quick:
-        args.epochs, args.splits, args.samples, args.chunk_size = 20, 3, 500, 250
+    defaults = (
+        {"epochs": 20, "splits": 3, "samples": 500, "chunk_size": 250}
+        if args.quick
+        else {"epochs": 400, "splits": 20, "samples": 10_000, "chunk_size": 1_000}
+    )
+    for name, value in defaults.items():  # explicit flags win over --quick
+        if getattr(args, name) is None:
+            setattr(args, name, value)
     out = _common.out_dir(args)
 
     if args.data:
