@@ -128,15 +128,7 @@ def _progress(total: int, desc: str, enabled: bool):
     return tqdm(total=total, desc=desc, disable=not enabled or not sys.stderr.isatty(), leave=False)
 
 
-def _accuracy(logits, labels) -> float:
-    return float(jnp.mean(jnp.argmax(logits, -1) == labels))
-
-
-def _nll(log_probs, labels) -> float:
-    return float(-jnp.mean(log_probs[jnp.arange(len(labels)), labels]))
-
-
-def mc_predict(params, x, *, key, rate, num_samples):
+def mc_predict(params, x, labels, *, key, rate, num_samples):
     """MC dropout with ``jaxdrop.mc.predict``: ``num_samples`` stochastic passes of every split's network at once,
     summarised (predictive mean, entropy, mutual information, ...) chunk by chunk."""
     from jaxdrop import mc
@@ -145,7 +137,7 @@ def mc_predict(params, x, *, key, rate, num_samples):
         params, x = inputs
         return jax.vmap(lambda p, x: mlp(p, x, key=sample_key, input_rate=rate[0], hidden_rate=rate[1]))(params, x)
 
-    return mc.predict(classifier, (params, x), key=key, num_samples=num_samples, chunk_size=25)
+    return mc.predict(classifier, (params, x), key=key, num_samples=num_samples, chunk_size=25, labels=labels)
 
 
 def review_table(uncertainty, probs, labels, fractions=REVIEW_FRACTIONS) -> list[dict[str, float]]:
@@ -224,7 +216,12 @@ def run(
     dropout_models = np.arange(len(model_split)) % num_configs == num_configs - 1  # the last config, every split
     dropout_params = jax.tree.map(lambda a: a[dropout_models], params)
     prediction = mc_predict(
-        dropout_params, data["x_test"], key=jax.random.key(seed + 2), rate=rates[-1], num_samples=num_samples
+        dropout_params,
+        data["x_test"],
+        data["y_test"],
+        key=jax.random.key(seed + 2),
+        rate=rates[-1],
+        num_samples=num_samples,
     )
     probs = np.asarray(prediction.probs).reshape(-1, 10)  # every split's test images, pooled
     entropy = np.asarray(prediction.predictive_entropy).reshape(-1)
@@ -232,7 +229,7 @@ def run(
     results["mc"] = {
         "num_samples": num_samples,
         "accuracy": float(np.mean(probs.argmax(-1) == labels)),
-        "nll": float(-np.mean(np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-12, None)))),
+        "nll": float(jnp.mean(prediction.nll)),
         "review": review_table(entropy, probs, labels),
     }
     results["mean_probs"], results["entropy"], results["labels"] = probs, entropy, labels
