@@ -87,12 +87,21 @@ def element_counters(shape: tuple[int, ...], _word_limit: int = _TWO32) -> tuple
     return linear_index(range(split, len(shape))), linear_index(range(split))
 
 
-def random_bits(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
-    """uint32 bits of the fast generator for ``shape``: a pure function of the key and each element's index."""
+def _key_words(key: jax.Array) -> tuple[jax.Array, jax.Array]:
     # Two words from JAX's own key derivation: every key implementation (threefry, rbg, legacy uint32[2]) maps to
     # well-mixed Threefry key words, and related user keys (seeds 0, 1, 2...) give unrelated streams.
     words = jax.random.bits(key, (2,), jnp.uint32)
-    return threefry2x32((words[0], words[1]), element_counters(shape))[0]
+    return words[0], words[1]
+
+
+def block_at(key: jax.Array, counters: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, jax.Array]:
+    """Both uint32 output words of the fast generator at the given counter words (any broadcastable shape)."""
+    return threefry2x32(_key_words(key), counters)
+
+
+def random_bits(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+    """uint32 bits of the fast generator for ``shape``: a pure function of the key and each element's index."""
+    return block_at(key, element_counters(shape))[0]
 
 
 def drop_threshold(rate: float | jax.Array) -> np.uint32 | jax.Array:
@@ -103,12 +112,51 @@ def drop_threshold(rate: float | jax.Array) -> np.uint32 | jax.Array:
     return scaled.astype(jnp.uint32)
 
 
-def keep_mask(key: jax.Array, rate: float | jax.Array, shape: tuple[int, ...], generator: Generator) -> jax.Array:
-    """Boolean mask of ``shape``, True with probability ``1 - rate``, drawn from ``key``."""
-    if generator == "jax":
-        return jax.random.bernoulli(key, 1.0 - rate, shape)
-    keep = random_bits(key, shape) >= drop_threshold(rate)
+def keep_from_bits(bits: jax.Array, rate: float | jax.Array) -> jax.Array:
+    """True where ``bits`` (uniform uint32) pass the drop threshold: probability ``1 - rate``, exact at 0 and 1."""
+    keep = bits >= drop_threshold(rate)
     if not isinstance(rate, float):
         # The clipped threshold keeps 2**-24 of elements at a traced rate of exactly 1; drop those too.
         keep = keep & (rate < 1.0)
     return keep
+
+
+def keep_mask(key: jax.Array, rate: float | jax.Array, shape: tuple[int, ...], generator: Generator) -> jax.Array:
+    """Boolean mask of ``shape``, True with probability ``1 - rate``, drawn from ``key``."""
+    if generator == "jax":
+        return jax.random.bernoulli(key, 1.0 - rate, shape)
+    return keep_from_bits(random_bits(key, shape), rate)
+
+
+def keep_mask_at(key: jax.Array, rate: float | jax.Array, counters: tuple[jax.Array, jax.Array]) -> jax.Array:
+    """Fast-generator keep decisions at chosen counters instead of element indices.
+
+    Equal counters give equal decisions: ``word_dropout`` uses (token id, sequence index) so a word type is
+    dropped everywhere it occurs in a sequence.
+    """
+    return keep_from_bits(block_at(key, counters)[0], rate)
+
+
+_UNIT_24 = 2.0**-24  # float32 has 24 significant bits: uniform variates are multiples of 2**-24
+
+
+def uniform(key: jax.Array, shape: tuple[int, ...], generator: Generator) -> jax.Array:
+    """float32 uniform variates in [0, 1) (multiples of 2**-24 for ``"fast"``; ``jax.random.uniform`` for ``"jax"``)."""
+    if generator == "jax":
+        return jax.random.uniform(key, shape, jnp.float32)
+    return (random_bits(key, shape) >> 8).astype(jnp.float32) * jnp.float32(_UNIT_24)
+
+
+def normal(key: jax.Array, shape: tuple[int, ...], generator: Generator) -> jax.Array:
+    """float32 standard normal variates (``jax.random.normal`` for ``"jax"``).
+
+    ``"fast"``: the Box-Muller transform of the two Threefry output words of each element's counter, fused like
+    the masks and identical on any mesh. With 24-bit uniforms the largest magnitude is sqrt(2 ln 2**24) = 5.77,
+    so tails beyond 5.77 standard deviations (probability 8e-9) are not produced.
+    """
+    if generator == "jax":
+        return jax.random.normal(key, shape, jnp.float32)
+    word0, word1 = block_at(key, element_counters(shape))
+    radius_uniform = ((word0 >> 8) + 1).astype(jnp.float32) * jnp.float32(_UNIT_24)  # (0, 1]: log is finite
+    angle_uniform = (word1 >> 8).astype(jnp.float32) * jnp.float32(_UNIT_24)
+    return jnp.sqrt(-2.0 * jnp.log(radius_uniform)) * jnp.cos(jnp.float32(2.0 * math.pi) * angle_uniform)

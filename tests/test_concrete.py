@@ -7,6 +7,7 @@ import pytest
 from variant_checks import normal, random_primitives
 
 import jaxdrop
+from jaxdrop import _masks
 from jaxdrop.functional import _concrete
 
 EPS = 1e-7
@@ -19,13 +20,15 @@ def _reference(x, p, u, temperature):
     return x * (1.0 - drop_prob) / (1.0 - p)
 
 
+@pytest.mark.parametrize("generator", ["fast", "jax"])
 @pytest.mark.parametrize("temperature", [0.1, 2.0 / 3.0])
-def test_matches_reference_maths(temperature):
+def test_matches_reference_maths(temperature, generator):
     x = normal(0, (64, 8))
     p_logit = jnp.float32(np.log(0.2 / 0.8))
     key = jax.random.key(1)
-    y = jax.jit(lambda x, p, k: jaxdrop.concrete_dropout(x, p, key=k, temperature=temperature))(x, p_logit, key)
-    u = np.asarray(jax.random.uniform(key, x.shape, jnp.float32), np.float64)  # the documented noise source
+    fn = lambda x, p, k: jaxdrop.concrete_dropout(x, p, key=k, temperature=temperature, generator=generator)
+    y = jax.jit(fn)(x, p_logit, key)
+    u = np.asarray(_masks.uniform(key, x.shape, generator), np.float64)  # the documented noise source
     expected = _reference(np.asarray(x, np.float64), 0.2, u, temperature)
     np.testing.assert_allclose(y, expected, rtol=2e-4, atol=2e-5)
 
@@ -34,7 +37,13 @@ def test_relaxed_mask_fraction_expectation_and_spatial_sharing():
     p_logit = jnp.float32(np.log(0.3 / 0.7))
     fn = jax.jit(lambda x, k: jaxdrop.concrete_dropout(x, p_logit, key=k))
     y = np.asarray(fn(jnp.ones((200, 100)), jax.random.key(0)))
-    assert abs((y < 0.5).mean() - 0.3) <= 0.02  # at temperature 0.1 the mask is nearly binary
+    # y < 0.5  <=>  retain < 0.35  <=>  logit(u) > logit(0.35)... solved exactly: u > sigmoid(-logit(0.35) * 0.1 -
+    # logit(0.3)); at temperature 0.1 the mask is nearly binary, so this is close to (not exactly) p = 0.3.
+    logit = lambda q: np.log(q / (1 - q))
+    threshold = 1 / (1 + np.exp(-(-logit(0.5 * 0.7) * 0.1 - logit(0.3))))
+    expected = 1 - threshold
+    assert abs(expected - 0.3) < 0.02
+    assert abs((y < 0.5).mean() - expected) <= 4 * np.sqrt(expected * (1 - expected) / y.size)
     # E[(1 - drop)] / (1 - p) is close to 1 (exact as the temperature goes to 0).
     assert abs(y.mean() - 1.0) <= 0.02
     spatial = jax.jit(

@@ -146,3 +146,43 @@ def test_legacy_and_typed_keys_both_work():
     np.testing.assert_array_equal(typed, legacy)  # the same key data gives the same mask
     rbg = _masks.keep_mask(jax.random.key(0, impl="rbg"), 0.5, (1000,), "fast")
     assert 0.4 < float(rbg.mean()) < 0.6
+
+
+@pytest.mark.parametrize("generator", _masks.GENERATORS)
+def test_uniform_moments_and_range(generator):
+    u = np.asarray(_masks.uniform(jax.random.key(11), (400_000,), generator), np.float64)
+    assert u.min() >= 0.0 and u.max() < 1.0
+    n = u.size
+    assert abs(u.mean() - 0.5) < 4 * np.sqrt(1 / 12 / n)
+    assert abs(u.var() - 1 / 12) < 4 * np.sqrt(1 / 180 / n)
+    counts = np.histogram(u, bins=64, range=(0, 1))[0]  # chi-square, 63 degrees of freedom
+    assert ((counts - n / 64) ** 2 / (n / 64)).sum() < 63 + 4 * np.sqrt(2 * 63)
+
+
+@pytest.mark.parametrize("generator", _masks.GENERATORS)
+def test_normal_moments_and_distribution(generator):
+    z = np.asarray(_masks.normal(jax.random.key(12), (400_000,), generator), np.float64)
+    n = z.size
+    assert np.isfinite(z).all()
+    assert abs(z.mean()) < 4 / np.sqrt(n)
+    assert abs(z.var() - 1) < 4 * np.sqrt(2 / n)
+    assert abs(np.mean(z**3)) < 4 * np.sqrt(15 / n)  # skewness
+    assert abs(np.mean(z**4) - 3) < 4 * np.sqrt(96 / n)  # kurtosis
+    # Kolmogorov-Smirnov distance to the standard normal CDF (critical value at alpha = 0.001: 1.95 / sqrt(n))
+    from math import erf, sqrt
+
+    z.sort()
+    cdf = 0.5 * (1 + np.vectorize(erf)(z / sqrt(2)))
+    ks = np.max(np.maximum(np.arange(1, n + 1) / n - cdf, cdf - np.arange(n) / n))
+    assert ks < 1.95 / np.sqrt(n)
+
+
+def test_keep_mask_at_equal_counters_equal_decisions():
+    key = jax.random.key(13)
+    counters = (jnp.array([5, 5, 9, 5], jnp.uint32), jnp.array([0, 0, 0, 1], jnp.uint32))
+    keep = np.asarray(_masks.keep_mask_at(key, 0.5, counters))
+    assert keep[0] == keep[1]
+    # at element counters it is the fast mask itself
+    np.testing.assert_array_equal(
+        _masks.keep_mask_at(key, 0.3, _masks.element_counters((50,))), _masks.keep_mask(key, 0.3, (50,), "fast")
+    )

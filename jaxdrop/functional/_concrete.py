@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jaxdrop import _checks
+from jaxdrop import _checks, _masks
 from jaxdrop.functional import _core
 
 EPSILON = 1e-7  # Gal's reference implementation (Keras' K.epsilon())
@@ -42,6 +42,7 @@ def concrete_dropout(
     deterministic: bool = False,
     temperature: jax.typing.ArrayLike = DENSE_TEMPERATURE,
     broadcast_dims: int | Sequence[int] = (),
+    generator: _masks.Generator = "fast",
 ) -> jax.Array:
     """Dropout with a continuous relaxation of the Bernoulli mask, so the drop rate receives gradients.
 
@@ -56,7 +57,8 @@ def concrete_dropout(
 
     For spatial concrete dropout (one relaxed mask per channel after a convolution), share the noise over the
     spatial axes with ``broadcast_dims`` and use ``temperature=2/3`` (``SPATIAL_TEMPERATURE``), as the reference.
-    The uniform noise is drawn with ``jax.random.uniform`` and regenerated for the backward pass, never stored.
+    The uniform noise (``generator="fast"``: fused Threefry-2x32-13, identical on any mesh; ``"jax"``:
+    ``jax.random.uniform``) is regenerated for the backward pass, never stored.
 
     Args:
       x: floating-point input; the output has the same dtype (the mask is applied in float32).
@@ -67,6 +69,7 @@ def concrete_dropout(
       temperature: relaxation temperature ``> 0``: 0.1 for dense layers (default), 2/3 for spatial dropout.
         Static (validated) or traced; no gradient flows to it.
       broadcast_dims: axes along which one noise value is shared (negative allowed).
+      generator: ``"fast"`` (default) or ``"jax"``: where the uniform noise comes from (see above).
 
     Returns:
       An array with the shape and dtype of ``x``.
@@ -92,6 +95,7 @@ def concrete_dropout(
     temperature = _checks.non_negative(temperature, "temperature", strict=True)
     deterministic = _checks.static_bool(deterministic, "deterministic")
     shared_axes = _checks.axes(broadcast_dims, x.ndim, "broadcast_dims")
+    _checks.choice(generator, _masks.GENERATORS, "generator")
     if deterministic:
         return x
     key = _checks.key(key)
@@ -101,7 +105,7 @@ def concrete_dropout(
 
     def relaxed_dropout(x, logit, key, temperature):
         p = jax.nn.sigmoid(logit)
-        uniform = jax.random.uniform(key, noise_shape, jnp.float32)
+        uniform = _masks.uniform(key, noise_shape, generator)
         drop_logit = (
             jnp.log(p + EPSILON)
             - jnp.log(jax.nn.sigmoid(-logit) + EPSILON)

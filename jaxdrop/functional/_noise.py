@@ -119,13 +119,17 @@ def feature_alpha_dropout(
 
 
 def _apply_noise(
-    x: jax.Array, key: jax.Array, level: float | jax.Array, combine: Callable[[jax.Array, jax.Array], jax.Array]
+    x: jax.Array,
+    key: jax.Array,
+    level: float | jax.Array,
+    combine: Callable[[jax.Array, jax.Array], jax.Array],
+    generator: _masks.Generator,
 ) -> jax.Array:
     """``combine(x, level * N(0, 1))`` in float32, one rounding to ``x.dtype``; the noise is regenerated from the
     key for the backward pass instead of being stored (``nothing_saveable``)."""
 
     def noisy(x, key, level):
-        noise = level * jax.random.normal(key, x.shape, jnp.float32)
+        noise = level * _masks.normal(key, x.shape, generator)
         return combine(x.astype(_core.compute_dtype(x.dtype)), noise).astype(x.dtype)
 
     remat = jax.checkpoint(noisy, policy=jax.checkpoint_policies.nothing_saveable)
@@ -138,6 +142,7 @@ def gaussian_dropout(
     *,
     key: jax.Array | None = None,
     deterministic: bool = False,
+    generator: _masks.Generator = "fast",
 ) -> jax.Array:
     """Multiplies each element by Gaussian noise ``N(1, rate / (1 - rate))``: dropout's variance, no zeros.
 
@@ -146,13 +151,15 @@ def gaussian_dropout(
     inverted Bernoulli dropout at the same rate, so the expectation is preserved and no unit is silenced.
 
     At rate 1 the variance is infinite; the output is all zeros (the limit of Bernoulli dropout), with zero
-    gradient. The noise is drawn with ``jax.random.normal`` and regenerated from the key for the backward pass.
+    gradient. The noise is regenerated from the key for the backward pass, never stored.
 
     Args:
       x: floating-point input; the output has the same dtype (the noise is applied in float32).
       rate: the equivalent Bernoulli drop rate, in [0, 1]; static (validated) or traced.
       key: PRNG key; required unless ``deterministic`` or the rate is statically 0 or 1.
       deterministic: if True, ``x`` is returned unchanged.
+      generator: ``"fast"`` (Box-Muller on the fused Threefry-2x32-13 words, identical on any mesh; the default)
+        or ``"jax"`` (``jax.random.normal``).
 
     Returns:
       An array with the shape and dtype of ``x``.
@@ -170,6 +177,7 @@ def gaussian_dropout(
     x = _checks.floating_array(x)
     rate = _checks.probability(rate, "rate")
     deterministic = _checks.static_bool(deterministic, "deterministic")
+    _checks.choice(generator, _masks.GENERATORS, "generator")
     static = isinstance(rate, float)
     if deterministic or (static and rate == 0.0):
         return x
@@ -178,14 +186,14 @@ def gaussian_dropout(
     key = _checks.key(key)
     if static:
         stddev = (rate / (1.0 - rate)) ** 0.5
-        return _apply_noise(x, key, stddev, lambda x, noise: x * (1.0 + noise))
+        return _apply_noise(x, key, stddev, lambda x, noise: x * (1.0 + noise), generator)
     # Traced: rate 1 gives 0 (see above), an invalid rate NaN (as in `jaxdrop.dropout`).
     valid = (rate >= 0.0) & (rate <= 1.0)
     below_one = rate < 1.0
     stddev = jnp.sqrt(jnp.where(below_one, rate, 0.0) / jnp.where(below_one, 1.0 - rate, 1.0))
     stddev = jnp.where(valid, stddev, jnp.nan)
     factor = jnp.where(below_one | ~valid, 1.0, 0.0)
-    return _apply_noise(x, key, stddev, lambda x, noise: x * ((1.0 + noise) * lax.stop_gradient(factor)))
+    return _apply_noise(x, key, stddev, lambda x, noise: x * ((1.0 + noise) * lax.stop_gradient(factor)), generator)
 
 
 def gaussian_noise(
@@ -194,6 +202,7 @@ def gaussian_noise(
     *,
     key: jax.Array | None = None,
     deterministic: bool = False,
+    generator: _masks.Generator = "fast",
 ) -> jax.Array:
     """Adds zero-mean Gaussian noise of standard deviation ``stddev``.
 
@@ -206,6 +215,7 @@ def gaussian_noise(
       stddev: standard deviation, ``>= 0``; static (validated) or traced. No gradient flows to it.
       key: PRNG key; required unless ``deterministic`` or ``stddev`` is statically 0.
       deterministic: if True, ``x`` is returned unchanged.
+      generator: ``"fast"`` (the default) or ``"jax"`` (``jax.random.normal``), as in ``gaussian_dropout``.
 
     Returns:
       An array with the shape and dtype of ``x``.
@@ -223,9 +233,10 @@ def gaussian_noise(
     x = _checks.floating_array(x)
     stddev = _checks.non_negative(stddev, "stddev")
     deterministic = _checks.static_bool(deterministic, "deterministic")
+    _checks.choice(generator, _masks.GENERATORS, "generator")
     if deterministic or (isinstance(stddev, float) and stddev == 0.0):
         return x
     key = _checks.key(key)
     if not isinstance(stddev, float):  # a traced negative or NaN stddev cannot raise inside jit: NaN output
         stddev = jnp.where(stddev >= 0.0, stddev, jnp.nan)
-    return _apply_noise(x, key, stddev, lambda x, noise: x + noise)
+    return _apply_noise(x, key, stddev, lambda x, noise: x + noise, generator)

@@ -173,16 +173,11 @@ def _word_keep(key: jax.Array, rate: float | jax.Array, token_ids: jax.Array) ->
 
     The fast generator's Threefry-2x32-13 evaluated at counter ``(token id, sequence index)`` instead of an
     element index: the same token id in the same sequence gets the same decision with no vocabulary-sized mask
-    (and no vocabulary size) needed. Key words and threshold are derived as in ``_masks.keep_mask``.
+    (and no vocabulary size) needed.
     """
-    words = jax.random.bits(key, (2,), jnp.uint32)
     sequence_shape = (*token_ids.shape[:-1], 1)
     sequence_index = jnp.broadcast_to(_masks.element_counters(sequence_shape)[0], token_ids.shape)
-    bits = _masks.threefry2x32((words[0], words[1]), (token_ids.astype(jnp.uint32), sequence_index))[0]
-    keep = bits >= _masks.drop_threshold(rate)
-    if not isinstance(rate, float):
-        keep = keep & (rate < 1.0)
-    return keep
+    return _masks.keep_mask_at(key, rate, (token_ids.astype(jnp.uint32), sequence_index))
 
 
 def word_dropout(
