@@ -131,7 +131,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     p.add_argument("--rate", type=float, default=0.25, help="dropout rate at every place, both schemes")
     p.add_argument("--train-chars", type=int, default=100_000)
     p.add_argument("--val-chars", type=int, default=30_000)
-    p.add_argument("--steps", type=int, default=1200)
+    p.add_argument("--steps", type=int, default=800)
     p.add_argument("--embed", type=int, default=32)
     p.add_argument("--hidden", type=int, default=128)
     p.add_argument("--context", type=int, default=64)

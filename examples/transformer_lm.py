@@ -89,7 +89,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     p.add_argument("--rate", type=float, default=0.1, help="embedding, attention and residual dropout rate")
     p.add_argument("--train-chars", type=int, default=100_000)
     p.add_argument("--val-chars", type=int, default=30_000)
-    p.add_argument("--steps", type=int, default=1500)
+    p.add_argument("--steps", type=int, default=1000)
     p.add_argument("--width", type=int, default=64)
     p.add_argument("--layers", type=int, default=2)
     p.add_argument("--heads", type=int, default=4)
