@@ -13,6 +13,7 @@ import math
 import os
 import platform
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -79,6 +80,7 @@ def measure_group(rows: list[Row], repeats: int, warmup: int = 1, min_sample_s: 
     shapes are not dominated by timer resolution.
     """
     runnable = [row for row in rows if row.run is not None]
+    group_start = time.perf_counter()
     for row in runnable:
         start = time.perf_counter()
         row.run()
@@ -104,6 +106,10 @@ def measure_group(rows: list[Row], repeats: int, warmup: int = 1, min_sample_s: 
     finally:
         if gc_was_enabled:
             gc.enable()
+    labels = rows[0].labels if rows else {}
+    name = labels.get("group") or labels.get("variant") or (f"T={labels['samples']}" if "samples" in labels else "")
+    elapsed = time.perf_counter() - group_start
+    print(f"[jaxdrop bench]   {name}: {len(runnable)} rows x {repeats} repeats, {elapsed:.0f} s", file=sys.stderr)
 
 
 def _cpu_model() -> str:

@@ -122,12 +122,19 @@ def _targets_table(targets: list[dict[str, Any]]) -> str:
 
 
 def render(
-    info: dict[str, Any], command: str, sections: dict[str, Section], targets: list[dict[str, Any]], elapsed_s: float
+    info: dict[str, Any],
+    command: str,
+    sections: dict[str, Section],
+    targets: list[dict[str, Any]],
+    elapsed_s: float,
+    cpu_s: float,
 ) -> str:
     """The markdown report: machine, targets, then every section's tables and notes."""
     parts = [
         f"Machine: {describe_machine(info)}.",
-        f"Command: `{command}`; {elapsed_s / 60:.1f} min in all.",
+        f"Command: `{command}`; {elapsed_s / 60:.1f} min wall clock in all, {cpu_s / 60:.1f} min of process CPU "
+        "time (on a machine shared with other jobs, wall time grows with their load; the ratios are measured in "
+        "alternation and hold).",
         "### Targets\n\n" + _targets_table(targets),
     ]
     for section in sections.values():
@@ -185,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--repeats must be >= 1, got {repeats}")
     settings = Settings(quick=args.quick, tiny=args.tiny, repeats=repeats, backend=jax.default_backend())
 
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     info = machine_info()
     sections: dict[str, Section] = {}
     for name in names:
@@ -195,16 +202,22 @@ def main(argv: list[str] | None = None) -> int:
         sections[name].summary["elapsed_s"] = time.perf_counter() - section_start
         print(f"[jaxdrop bench] {name} done in {sections[name].summary['elapsed_s']:.0f} s", file=sys.stderr)
     targets = evaluate_targets(sections, settings.tiny)
-    elapsed = time.perf_counter() - start
+    elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu_start
     command = "python -m jaxdrop bench " + " ".join(sys.argv[1:] if argv is None else argv)
-    markdown = render(info, command.strip(), sections, targets, elapsed)
+    markdown = render(info, command.strip(), sections, targets, elapsed, cpu)
     print(markdown)
 
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
         record = {
             "machine": info,
-            "settings": {**vars(settings), "sections": names, "command": command.strip(), "elapsed_s": elapsed},
+            "settings": {
+                **vars(settings),
+                "sections": names,
+                "command": command.strip(),
+                "elapsed_s": elapsed,
+                "process_cpu_s": cpu,
+            },
             "targets": targets,
             "sections": {name: section.to_json() for name, section in sections.items()},
         }
