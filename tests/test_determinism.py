@@ -280,9 +280,9 @@ def spec(axes, rank):  # axes: mesh axis name per array axis, clipped to the ran
     return P(*[axes.get(axis) for axis in range(rank)])
 
 # (devices, mesh axis names, {{array axis: mesh axis name}}); the first is the unsharded reference
-layouts = [((1,), ("d",), {{0: "d"}}), ((8,), ("d",), {{0: "d"}}), ((2,), ("d",), {{1: "d"}}),
-           ((2, 4), ("a", "b"), {{0: "a", -1: "b"}})]
+layouts = [((1,), ("d",), {{0: "d"}}), ((8,), ("d",), {{0: "d"}}), ((2,), ("d",), {{1: "d"}})]
 if {full}:
+    layouts += [((2, 4), ("a", "b"), {{0: "a", -1: "b"}})]
     layouts += [((n,), ("d",), {{axis: "d"}}) for n in (2, 8) for axis in range(2, 5)]
     layouts += [((8,), ("d",), {{1: "d"}}), ((8,), ("d",), {{-1: "d"}})]
 key = jax.random.key(11)
@@ -323,7 +323,7 @@ def _run_mesh_script(full: bool) -> str:
 def test_every_variant_bit_identical_on_1_2_8_devices():
     out = _run_mesh_script(full=False)
     assert "FAILURES []" in out, out
-    assert f"checked {3 * (len(VARIANTS) + 2)}" in out, out
+    assert f"checked {2 * (len(VARIANTS) + 2)}" in out, out
 
 
 @pytest.mark.slow

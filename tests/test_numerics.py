@@ -54,7 +54,21 @@ def _x(dtype=jnp.float32, value=None):
     return (jax.random.normal(jax.random.key(1), (2, 4, 4, 3)) * 3).astype(dtype)
 
 
-@pytest.mark.parametrize("name", list(FUNCTIONS))
+# One per family in the default run (the machine is shared); `pytest -m slow` runs every function.
+DEFAULT_RUN = {
+    "dropout/classic",
+    "alpha_dropout",
+    "gaussian_dropout",
+    "residual_drop_path",
+    "dropblock2d",
+    "word_dropout",
+    "dot_product_attention",
+}
+
+
+@pytest.mark.parametrize(
+    "name", [name if name in DEFAULT_RUN else pytest.param(name, marks=pytest.mark.slow) for name in FUNCTIONS]
+)
 def test_rate_zero_is_identity_and_rate_one_is_exact_zeros_with_zero_gradients(name):
     fn = FUNCTIONS[name]
     x = _x()
@@ -87,7 +101,10 @@ def test_rate_zero_is_identity_and_rate_one_is_exact_zeros_with_zero_gradients(n
             np.testing.assert_array_equal(grad, 0.0)
 
 
-@pytest.mark.parametrize("name", ["dropout", "alpha_dropout", "gaussian_dropout", "dropblock2d", "concrete"])
+@pytest.mark.parametrize(
+    "name",
+    ["dropout", "alpha_dropout", pytest.param("gaussian_dropout", marks=pytest.mark.slow), "dropblock2d", "concrete"],
+)
 def test_rates_next_to_zero_and_one_stay_finite(name):
     fn = FUNCTIONS.get(name) or (lambda x, r, k: jaxdrop.concrete_dropout(x, math.log(r) - math.log1p(-r), key=k))
     x = _x()
@@ -135,7 +152,10 @@ def test_scaling_overflows_only_when_the_exact_result_does(dtype):
 
 
 @pytest.mark.parametrize("dtype", [jnp.float16, jnp.bfloat16])
-@pytest.mark.parametrize("name", ["alpha_dropout", "gaussian_dropout", "feature_alpha_dropout", "dropblock2d"])
+@pytest.mark.parametrize(
+    "name",
+    ["alpha_dropout", "gaussian_dropout", pytest.param("feature_alpha_dropout", marks=pytest.mark.slow), "dropblock2d"],
+)
 def test_low_precision_variants_finite_for_large_activations(name, dtype):
     # 1/4 of the dtype's range: scaled by at most 1/(1 - 0.1) (alpha, dropblock) or by Gaussian noise of
     # stddev 1/3 (so up to ~2.7x in 2**-15 of elements: here 96 elements)
