@@ -8,8 +8,9 @@ files in sorted order train the model, the following files validate it. A small 
 - dropout 0.1 on the embeddings (``jaxdrop.dropout``), on the attention weights
   (``jaxdrop.dot_product_attention``, flax's signature) and on each residual branch (``jaxdrop.dropout``),
 
-in one ``vmap`` over the two rates (traced). The small training text makes the undropped model overfit: its
-validation loss turns up while its training loss keeps falling.
+in one ``vmap`` over the two rates (traced). On the small training text the undropped model overfits (its training
+loss falls far below its validation loss); dropout narrows that gap, and the figure shows whether, within the
+step budget, it also lowers the validation loss.
 """
 
 from __future__ import annotations
