@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         parser.print_help()
         return 0 if argv else 2
-    args, rest = parser.parse_known_args(argv[:1])
+    args = parser.parse_args(argv[:1])
     if args.command == "info":
         return _info(argv[1:])
     module = importlib.import_module(_COMMANDS[args.command][0])

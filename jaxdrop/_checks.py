@@ -42,7 +42,7 @@ def probability(value: jax.typing.ArrayLike, name: str = "rate") -> float | jax.
         arr = np.asarray(value)
         if arr.ndim != 0:
             raise ValueError(f"`{name}` must be a scalar in [0, 1]; got an array of shape {arr.shape}.")
-        if arr.dtype == bool or not np.issubdtype(arr.dtype, np.number):
+        if arr.dtype == bool or not np.issubdtype(arr.dtype, np.number) or np.iscomplexobj(arr):
             raise TypeError(f"`{name}` must be a real number in [0, 1]; got {value!r}.")
         out = float(arr)
         if not 0.0 <= out <= 1.0:  # also rejects NaN
@@ -132,7 +132,7 @@ def non_negative(value: jax.typing.ArrayLike, name: str, *, strict: bool = False
         arr = np.asarray(value)
         if arr.ndim != 0:
             raise ValueError(f"`{name}` must be a scalar {bound}; got an array of shape {arr.shape}.")
-        if arr.dtype == bool or not np.issubdtype(arr.dtype, np.number):
+        if arr.dtype == bool or not np.issubdtype(arr.dtype, np.number) or np.iscomplexobj(arr):
             raise TypeError(f"`{name}` must be a real number {bound}; got {value!r}.")
         out = float(arr)
         if not (out > 0.0 if strict else out >= 0.0) or out == float("inf"):  # also rejects NaN

@@ -32,8 +32,12 @@ def entropy_from_log_probs(log_probs: jax.Array, axis: int = -1) -> jax.Array:
 
 
 def gaussian_log_density(x: jax.Array, mean: jax.Array, log_variance: jax.Array) -> jax.Array:
-    """``log N(x; mean, exp(log_variance))``, elementwise."""
-    return -0.5 * (LOG_2PI + log_variance + jnp.square(x - mean) * jnp.exp(-log_variance))
+    """``log N(x; mean, exp(log_variance))``, elementwise.
+
+    The residual is standardised before squaring (``exp(-log_variance / 2)``), so a tiny variance does not
+    overflow ``exp(-log_variance)`` to inf and turn a zero residual into NaN.
+    """
+    return -0.5 * (LOG_2PI + log_variance + jnp.square((x - mean) * jnp.exp(-0.5 * log_variance)))
 
 
 def top_two_gap(probs: jax.Array) -> jax.Array:

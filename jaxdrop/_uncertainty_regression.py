@@ -6,6 +6,8 @@ precision ``tau`` (variance ``1/tau``) or a heteroscedastic head's per-sample lo
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 from jax.scipy.special import logsumexp
@@ -34,8 +36,8 @@ def _noise_log_variance(
         log_variance = _samples(log_variance, "log_variance")
         checks.same_shape(log_variance, samples, "log_variance", "samples")
         return log_variance
-    if _checks.is_static(tau) and not float(tau) > 0.0:
-        raise ValueError(f"`tau` must be > 0; got {float(tau)}.")
+    if _checks.is_static(tau) and not 0.0 < float(tau) < math.inf:
+        raise ValueError(f"`tau` must be > 0 and finite; got {float(tau)}.")
     return jnp.broadcast_to(-jnp.log(jnp.asarray(tau, jnp.float32)), samples.shape)
 
 

@@ -86,7 +86,7 @@ def _predicate(where: LeafPredicate | str | Sequence[str] | None) -> LeafPredica
         return _is_weight_matrix
     if callable(where):
         return where
-    names = (where,) if isinstance(where, str) else tuple(where)
+    names = (where,) if isinstance(where, str) else tuple(where) if isinstance(where, Sequence) else (where,)
     if not all(isinstance(name, str) for name in names):
         raise TypeError(
             f"`where` must be a callable (path, leaf) -> bool, a name or a sequence of names; got {where!r}."
