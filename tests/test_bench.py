@@ -39,7 +39,7 @@ def test_every_timed_row_has_consistent_statistics(report):
         for row in section["rows"]:
             if row["times_s"]:
                 timed += 1
-                assert len(row["times_s"]) == 2
+                assert len(row["times_s"]) in (2, 6)  # the transformer section takes 3x the repeats
                 assert row["min_s"] <= row["median_s"] <= row["max_s"]
             else:
                 assert row["note"] or row["value"] is not None, row
