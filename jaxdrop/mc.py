@@ -13,6 +13,7 @@ model's uncertainty.
 from __future__ import annotations
 
 import dataclasses
+import math
 import numbers
 from collections.abc import Callable, Mapping
 from typing import Any, Literal
@@ -38,8 +39,8 @@ def _positive_scalar(value: jax.typing.ArrayLike, name: str) -> jax.Array:
         raise TypeError(f"`{name}` must be a positive real number; got {value!r}.")
     if jnp.ndim(value) != 0:
         raise ValueError(f"`{name}` must be a scalar; got an array of shape {jnp.shape(value)}.")
-    if _checks.is_static(value) and not float(value) > 0.0:  # also rejects NaN
-        raise ValueError(f"`{name}` must be > 0; got {float(value)}.")
+    if _checks.is_static(value) and not 0.0 < float(value) < math.inf:  # also rejects NaN
+        raise ValueError(f"`{name}` must be > 0 and finite; got {float(value)}.")
     return jnp.asarray(value, jnp.float32)
 
 

@@ -133,7 +133,7 @@ CASES = [
     ("gaussian_log_likelihood/targets-shape", lambda: unc.gaussian_log_likelihood(jnp.zeros((5, 3)), jnp.zeros(4), tau=1.0), ValueError, r"`targets` must have the shape of one sample \(3,\)"),
     ("gaussian_log_likelihood/two-noise-models", lambda: unc.gaussian_log_likelihood(jnp.zeros((5, 3)), jnp.zeros(3), tau=1.0, log_variance=jnp.zeros((5, 3))), ValueError, r"Pass exactly one noise model: the precision `tau`"),
     ("gaussian_log_likelihood/tau-inf", lambda: unc.gaussian_log_likelihood(jnp.zeros((5, 3)), jnp.zeros(3), tau=float("inf")), ValueError, r"`tau` must be"),
-    ("gaussian_log_likelihood/tau-negative", lambda: unc.gaussian_log_likelihood(jnp.zeros((5, 3)), jnp.zeros(3), tau=-1.0), ValueError, r"`tau` must be > 0; got -1.0"),
+    ("gaussian_log_likelihood/tau-negative", lambda: unc.gaussian_log_likelihood(jnp.zeros((5, 3)), jnp.zeros(3), tau=-1.0), ValueError, r"`tau` must be > 0 and finite; got -1.0"),
     ("gaussian_log_likelihood/log-variance-shape", lambda: unc.gaussian_log_likelihood(jnp.zeros((5, 3)), jnp.zeros(3), log_variance=jnp.zeros((4, 3))), ValueError, r"`log_variance` and `samples` must have the same shape"),
     ("epistemic_variance/empty", lambda: unc.epistemic_variance(jnp.zeros((0, 3))), ValueError, r"`samples` must have a leading sample axis of size >= 1"),
     ("rmse/shapes", lambda: unc.rmse(jnp.zeros(3), jnp.zeros(4)), ValueError, r"`predictions` and `targets` must have the same shape"),
@@ -147,13 +147,7 @@ CASES = [
 
 
 # Known bugs, reported to their owners: each must fail until fixed (strict), then the mark goes.
-KNOWN_BUGS = {
-    "dropout/rate-complex": "_checks.probability accepts complex dtypes (np.number) and float() then raises a bare "
-    "TypeError that does not name `rate`",
-    "dropconnect_params/where": "_weights._predicate calls tuple(where) before its type check: "
-    "\"'int' object is not iterable\"",
-    "gaussian_log_likelihood/tau-inf": "a static tau=inf passes `float(tau) > 0` and the log-likelihood is NaN",
-}
+KNOWN_BUGS: dict[str, str] = {}  # name -> reason, for a case that documents a bug not yet fixed (strict xfail)
 
 
 def _params():

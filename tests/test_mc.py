@@ -377,7 +377,7 @@ def test_memory_does_not_grow_with_num_samples():
         (dict(labels=jnp.array([0.0, 1.0, 0.0, 1.0])), TypeError, r"`labels` must be integer"),
         (dict(task="regression", targets=jnp.zeros(3), tau=1.0), ValueError, r"`targets` must have the shape"),
         (dict(task="regression", targets=jnp.zeros(4)), ValueError, r"needs a noise model"),
-        (dict(task="regression", tau=0.0), ValueError, r"`tau` must be > 0; got 0.0"),
+        (dict(task="regression", tau=0.0), ValueError, r"`tau` must be > 0 and finite; got 0.0"),
         (dict(task="regression", heteroscedastic=True), TypeError, r"pair \(mean, log_variance\)"),
         (dict(tau=1.0), ValueError, r"regression options"),
         (dict(key=None), ValueError, r"`key` is required"),
