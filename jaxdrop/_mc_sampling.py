@@ -215,7 +215,7 @@ def sample(
       TypeError: ``num_samples`` or ``chunk_size`` is not an int, ``key`` is not a key, ``mesh`` is not a Mesh.
       ValueError: ``num_samples < 1``, ``chunk_size < 1``, or ``mesh_axis`` is not an axis of ``mesh``.
 
-    Example:
+    Examples:
       >>> import jax, jax.numpy as jnp, jaxdrop
       >>> def fn(key, x):
       ...     return jaxdrop.dropout(x, 0.5, key=key).sum()

@@ -51,7 +51,7 @@ def nll(probs: jax.typing.ArrayLike, labels: jax.typing.ArrayLike) -> jax.Array:
     Returns:
       A float32 scalar (``sklearn.metrics.log_loss`` without its clipping).
 
-    Example:
+    Examples:
       >>> import jax.numpy as jnp, jaxdrop
       >>> round(float(jaxdrop.uncertainty.nll(jnp.array([[0.5, 0.5], [0.25, 0.75]]), jnp.array([0, 1]))), 4)
       0.4904
@@ -64,7 +64,7 @@ def brier_score(probs: jax.typing.ArrayLike, labels: jax.typing.ArrayLike) -> ja
 
     For two classes this is twice ``sklearn.metrics.brier_score_loss`` on the positive class.
 
-    Example:
+    Examples:
       >>> import jax.numpy as jnp, jaxdrop
       >>> jaxdrop.uncertainty.brier_score(jnp.array([[0.75, 0.25]]), jnp.array([0])).tolist()
       0.125
@@ -109,7 +109,7 @@ def reliability_diagram(
     Returns:
       A :class:`ReliabilityDiagram`.
 
-    Example:
+    Examples:
       >>> import jax.numpy as jnp, jaxdrop
       >>> probs = jnp.array([[0.9, 0.1], [0.6, 0.4], [0.3, 0.7]])
       >>> diagram = jaxdrop.uncertainty.reliability_diagram(probs, jnp.array([0, 1, 1]), num_bins=2)
@@ -174,7 +174,7 @@ def expected_calibration_error(
     Raises:
       ValueError: ``probs`` are not probabilities, shapes do not match, ``num_bins < 1``, unknown ``binning``.
 
-    Example:
+    Examples:
       >>> import jax.numpy as jnp, jaxdrop
       >>> probs = jnp.array([[0.9, 0.1], [0.6, 0.4], [0.3, 0.7]])
       >>> ece = jaxdrop.uncertainty.expected_calibration_error(probs, jnp.array([0, 1, 1]), num_bins=2)

@@ -27,7 +27,7 @@ def predictive_entropy(probs: jax.typing.ArrayLike) -> jax.Array:
     Raises:
       ValueError: ``probs`` (when concrete) outside [0, 1] or not summing to 1 over the last axis.
 
-    Example:
+    Examples:
       >>> import jax.numpy as jnp, jaxdrop
       >>> [round(h, 4) for h in jaxdrop.uncertainty.predictive_entropy(jnp.array([[0.5, 0.5], [1.0, 0.0]])).tolist()]
       [0.6931, 0.0]
@@ -72,7 +72,7 @@ def expected_entropy(sample_probs: jax.typing.ArrayLike) -> jax.Array:
     Returns:
       ``(*batch,)`` float32.
 
-    Example:
+    Examples:
       >>> import jax.numpy as jnp, jaxdrop
       >>> sample_probs = jnp.array([[[1.0, 0.0]], [[0.0, 1.0]]])  # two confident samples that disagree
       >>> jaxdrop.uncertainty.expected_entropy(sample_probs).tolist()
@@ -92,7 +92,7 @@ def mutual_information(sample_probs: jax.typing.ArrayLike) -> jax.Array:
     Returns:
       ``(*batch,)`` float32, in ``[0, log num_classes]``.
 
-    Example:
+    Examples:
       >>> import jax.numpy as jnp, jaxdrop
       >>> sample_probs = jnp.array([[[1.0, 0.0]], [[0.0, 1.0]]])
       >>> round(float(jaxdrop.uncertainty.mutual_information(sample_probs)[0]), 4)  # log 2
@@ -110,7 +110,7 @@ def variation_ratio(sample_probs: jax.typing.ArrayLike) -> jax.Array:
     Returns:
       ``(*batch,)`` float32 in ``[0, 1 - 1/num_classes]``; 0 when every sample predicts the same class.
 
-    Example:
+    Examples:
       >>> import jax.numpy as jnp, jaxdrop
       >>> sample_probs = jnp.array([[[0.9, 0.1]], [[0.8, 0.2]], [[0.3, 0.7]], [[0.6, 0.4]]])
       >>> jaxdrop.uncertainty.variation_ratio(sample_probs).tolist()
@@ -128,7 +128,7 @@ def margin(probs: jax.typing.ArrayLike) -> jax.Array:
     Returns:
       ``(*batch,)`` float32 in ``[0, 1]``.
 
-    Example:
+    Examples:
       >>> import jax.numpy as jnp, jaxdrop
       >>> round(float(jaxdrop.uncertainty.margin(jnp.array([[0.5, 0.2, 0.3]]))[0]), 4)
       0.2
@@ -152,7 +152,7 @@ def bald_top_k(sample_probs: jax.typing.ArrayLike, k: int) -> jax.Array:
     Raises:
       ValueError: ``sample_probs`` is not 3-D, or ``k`` is outside ``[1, pool_size]``.
 
-    Example:
+    Examples:
       >>> import jax.numpy as jnp, jaxdrop
       >>> agree = [[0.9, 0.1], [0.9, 0.1]]; disagree = [[0.9, 0.1], [0.1, 0.9]]
       >>> sample_probs = jnp.array([agree, disagree, agree]).transpose(1, 0, 2)  # (T=2, pool=3, classes=2)

@@ -65,7 +65,7 @@ def epistemic_variance(samples: jax.typing.ArrayLike) -> jax.Array:
     Returns:
       ``(*shape,)`` float32; exactly 0 for a deterministic model.
 
-    Example:
+    Examples:
       >>> import jax.numpy as jnp, jaxdrop
       >>> jaxdrop.uncertainty.epistemic_variance(jnp.array([1.0, 3.0])).tolist()
       1.0
@@ -85,7 +85,7 @@ def aleatoric_variance(
     Returns:
       ``(*shape,)`` float32 (a scalar for ``tau``).
 
-    Example:
+    Examples:
       >>> import jax.numpy as jnp, jaxdrop
       >>> jaxdrop.uncertainty.aleatoric_variance(tau=4.0).tolist()
       0.25
@@ -112,7 +112,7 @@ def predictive_variance(
     Returns:
       ``(*shape,)`` float32.
 
-    Example:
+    Examples:
       >>> import jax.numpy as jnp, jaxdrop
       >>> jaxdrop.uncertainty.predictive_variance(jnp.array([1.0, 3.0]), tau=2.0).tolist()
       1.5
@@ -151,7 +151,7 @@ def gaussian_log_likelihood(
     Raises:
       ValueError: shapes do not match, no or two noise models, ``tau <= 0``.
 
-    Example:
+    Examples:
       >>> import jax.numpy as jnp, jaxdrop
       >>> ll = jaxdrop.uncertainty.gaussian_log_likelihood(jnp.zeros((3, 1)), jnp.zeros(1), tau=1.0)
       >>> round(float(ll), 4)  # -0.5 log(2 pi)
@@ -171,7 +171,7 @@ def gaussian_log_likelihood(
 def rmse(predictions: jax.typing.ArrayLike, targets: jax.typing.ArrayLike) -> jax.Array:
     """Root mean squared error over every element.
 
-    Example:
+    Examples:
       >>> import jax.numpy as jnp, jaxdrop
       >>> jaxdrop.uncertainty.rmse(jnp.array([1.0, 3.0]), jnp.array([0.0, 2.0])).tolist()
       1.0

@@ -72,7 +72,7 @@ def risk_coverage_curve(uncertainty: jax.typing.ArrayLike, errors: jax.typing.Ar
     Raises:
       ValueError: the inputs are not 1-D, are empty, or differ in length.
 
-    Example:
+    Examples:
       >>> import jax.numpy as jnp, jaxdrop
       >>> coverage, risk = jaxdrop.uncertainty.risk_coverage_curve(jnp.array([0.1, 0.9, 0.5]),
       ...                                                           jnp.array([0, 1, 0]))
@@ -88,7 +88,7 @@ def risk_coverage_curve(uncertainty: jax.typing.ArrayLike, errors: jax.typing.Ar
 def aurc(uncertainty: jax.typing.ArrayLike, errors: jax.typing.ArrayLike) -> jax.Array:
     """Area under the risk-coverage curve, ``mean_k risk[k]`` (Geifman et al. 2019); lower is better.
 
-    Example:
+    Examples:
       >>> import jax.numpy as jnp, jaxdrop
       >>> round(float(jaxdrop.uncertainty.aurc(jnp.array([0.1, 0.9, 0.5]), jnp.array([0, 1, 0]))), 4)
       0.1111
@@ -113,7 +113,7 @@ def flag_for_review(uncertainty: jax.typing.ArrayLike, budget: float | int) -> j
       TypeError: ``budget`` is neither a float nor an int.
       ValueError: ``budget`` is out of range, or ``uncertainty`` is not 1-D.
 
-    Example:
+    Examples:
       >>> import jax.numpy as jnp, jaxdrop
       >>> scores = jnp.array([0.2, 0.9, 0.5, 0.9])
       >>> jaxdrop.uncertainty.flag_for_review(scores, budget=0.5).tolist()
@@ -150,7 +150,7 @@ def ood_auroc(scores_in: jax.typing.ArrayLike, scores_out: jax.typing.ArrayLike)
     Returns:
       A float32 scalar in ``[0, 1]``; 0.5 is chance.
 
-    Example:
+    Examples:
       >>> import jax.numpy as jnp, jaxdrop
       >>> float(jaxdrop.uncertainty.ood_auroc(jnp.array([0.1, 0.4]), jnp.array([0.4, 0.8])))
       0.875

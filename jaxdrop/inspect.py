@@ -111,7 +111,7 @@ def inspect(model: Any, *inputs: Any, **call_kwargs: Any) -> InspectReport:
     Returns:
       An ``InspectReport`` with ``rows`` (``DropoutSite``), ``warnings`` and a table as ``str``.
 
-    Example:
+    Examples:
       >>> import jax, jax.numpy as jnp, jaxdrop
       >>> import flax.linen as nn
       >>> class Head(nn.Module):
@@ -514,7 +514,7 @@ def assert_deterministic(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> N
     Raises:
       AssertionError: naming the sites (name stack and source line) that sample, or the outputs that changed.
 
-    Example:
+    Examples:
       >>> import jax.numpy as jnp, jaxdrop
       >>> from flax import nnx
       >>> layer = jaxdrop.nnx.Dropout(0.5, rngs=nnx.Rngs(0))

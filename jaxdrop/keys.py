@@ -26,7 +26,7 @@ def fold_in(key: jax.Array, *data: int | str | jax.typing.ArrayLike) -> jax.Arra
     Returns:
       A key of the same kind as ``key``.
 
-    Example:
+    Examples:
       >>> import jax, jax.numpy as jnp, jaxdrop
       >>> root = jax.random.key(0)
       >>> k1 = jaxdrop.fold_in(root, "encoder/dropout_1", 7)  # layer path, then step

@@ -90,7 +90,7 @@ class Dropout(_Stochastic):
       axis_name: name(s) of mapped axes (``nn.vmap``/``jax.vmap``/``shard_map``) whose index is folded into the
         key, so each slice draws its own mask even when the RNG is not split along that axis.
 
-    Example:
+    Examples:
       >>> import jax, jax.numpy as jnp, jaxdrop
       >>> layer = jaxdrop.linen.Dropout(rate=0.5)
       >>> x = jnp.ones((2, 4))
@@ -161,7 +161,7 @@ class SpatialDropout(_Stochastic):
 
     Inputs are ``(batch, *spatial, channels)`` (or channels-first with ``channel_axis=1``).
 
-    Example:
+    Examples:
       >>> import jax, jax.numpy as jnp, jaxdrop
       >>> x = jnp.ones((2, 5, 5, 8))
       >>> y = jaxdrop.linen.SpatialDropout(0.5).apply({}, x, deterministic=False, rngs={"dropout": jax.random.key(0)})
@@ -195,7 +195,7 @@ class SpatialDropout(_Stochastic):
 class AlphaDropout(_Stochastic):
     """Alpha dropout for self-normalising networks (Klambauer et al. 2017): see :func:`jaxdrop.alpha_dropout`.
 
-    Example:
+    Examples:
       >>> import jax, jax.numpy as jnp, jaxdrop
       >>> x = jax.random.normal(jax.random.key(1), (4, 16))
       >>> layer = jaxdrop.linen.AlphaDropout(0.1)
@@ -220,7 +220,7 @@ class AlphaDropout(_Stochastic):
 class FeatureAlphaDropout(_Stochastic):
     """Alpha dropout of whole feature maps: see :func:`jaxdrop.feature_alpha_dropout`.
 
-    Example:
+    Examples:
       >>> import jax, jax.numpy as jnp, jaxdrop
       >>> x = jax.random.normal(jax.random.key(1), (2, 6, 6, 4))
       >>> layer = jaxdrop.linen.FeatureAlphaDropout(0.2)
@@ -254,7 +254,7 @@ class FeatureAlphaDropout(_Stochastic):
 class GaussianDropout(_Stochastic):
     """Multiplicative Gaussian noise with dropout's variance: see :func:`jaxdrop.gaussian_dropout`.
 
-    Example:
+    Examples:
       >>> import jax, jax.numpy as jnp, jaxdrop
       >>> y = jaxdrop.linen.GaussianDropout(0.5).apply(
       ...     {}, jnp.ones(100_000), deterministic=False, rngs={"dropout": jax.random.key(0)})
@@ -280,7 +280,7 @@ class GaussianNoise(_Stochastic):
 
     The call-time override is ``rate=`` (the new standard deviation), like every layer here.
 
-    Example:
+    Examples:
       >>> import jax, jax.numpy as jnp, jaxdrop
       >>> y = jaxdrop.linen.GaussianNoise(0.1).apply(
       ...     {}, jnp.zeros(100_000), deterministic=False, rngs={"dropout": jax.random.key(0)})
@@ -308,7 +308,7 @@ class DropPath(_Stochastic):
 
     Apply it to the branch before adding the skip: ``x + DropPath(rate)(branch(x), deterministic=...)``.
 
-    Example:
+    Examples:
       >>> import jax, jax.numpy as jnp, jaxdrop
       >>> y = jaxdrop.linen.DropPath(0.5).apply(
       ...     {}, jnp.ones((8, 3)), deterministic=False, rngs={"dropout": jax.random.key(0)})
@@ -346,7 +346,7 @@ class DropPath(_Stochastic):
 class DropBlock(_Stochastic):
     """Drops contiguous blocks of feature maps (Ghiasi et al. 2018): see :func:`jaxdrop.dropblock`.
 
-    Example:
+    Examples:
       >>> import jax, jax.numpy as jnp, jaxdrop
       >>> layer = jaxdrop.linen.DropBlock(0.1, block_size=3)
       >>> layer.apply({}, jnp.ones((2, 8, 8, 4)), deterministic=False, rngs={"dropout": jax.random.key(0)}).shape
@@ -419,7 +419,7 @@ class DropConnectDense(_DropConnect, nn.Dense):
     is drawn per call and shared by the batch; deterministic calls use the plain kernel. See
     :func:`jaxdrop.dropconnect`.
 
-    Example:
+    Examples:
       >>> import jax, jax.numpy as jnp, jaxdrop
       >>> layer = jaxdrop.linen.DropConnectDense(features=3, rate=0.5)
       >>> x = jnp.ones((2, 4))
@@ -445,7 +445,7 @@ class DropConnectDense(_DropConnect, nn.Dense):
 class DropConnectConv(_DropConnect, nn.Conv):
     """``flax.linen.Conv`` whose kernel is masked by DropConnect on each call (Wan et al. 2013).
 
-    Example:
+    Examples:
       >>> import jax, jax.numpy as jnp, jaxdrop
       >>> layer = jaxdrop.linen.DropConnectConv(features=2, kernel_size=(3, 3), rate=0.3)
       >>> x = jnp.ones((1, 5, 5, 1))
@@ -473,7 +473,7 @@ class DropConnectConv(_DropConnect, nn.Conv):
 class LockedDropout(_Stochastic):
     """Variational (locked) dropout: one mask per sequence, shared over time; see :func:`jaxdrop.locked_dropout`.
 
-    Example:
+    Examples:
       >>> import jax, jax.numpy as jnp, jaxdrop
       >>> y = jaxdrop.linen.LockedDropout(0.5).apply(
       ...     {}, jnp.ones((2, 6, 4)), deterministic=False, rngs={"dropout": jax.random.key(0)})
@@ -501,7 +501,7 @@ class LockedDropout(_Stochastic):
 class TokenDropout(_Stochastic):
     """Drops whole token vectors (every feature of a position at once); see :func:`jaxdrop.token_dropout`.
 
-    Example:
+    Examples:
       >>> import jax, jax.numpy as jnp, jaxdrop
       >>> y = jaxdrop.linen.TokenDropout(0.5).apply(
       ...     {}, jnp.ones((2, 6, 4)), deterministic=False, rngs={"dropout": jax.random.key(0)})
@@ -537,7 +537,7 @@ class WordDropout(_Stochastic):
 
     Called as ``layer(embedded, token_ids, deterministic=None, rng=None, *, rate=None)``.
 
-    Example:
+    Examples:
       >>> import jax, jax.numpy as jnp, jaxdrop
       >>> ids = jnp.array([[3, 5, 3, 3, 5, 7]])
       >>> y = jaxdrop.linen.WordDropout(0.5).apply(
@@ -595,7 +595,7 @@ class ConcreteDropout(_Stochastic):
       input_dim: ``K`` of the regulariser; defaults to ``inputs.shape[-1]``.
       collection: the collection the regulariser is sown into.
 
-    Example:
+    Examples:
       >>> import jax, jax.numpy as jnp, jaxdrop
       >>> import flax.linen as nn
       >>> layer = jaxdrop.linen.ConcreteDropout(nn.Dense(3), weight_regularizer=1e-4, dropout_regularizer=1e-3)

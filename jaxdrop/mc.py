@@ -139,7 +139,7 @@ def predict(
         not positive, ``labels``/``targets`` whose shape does not match the predictions, ``targets`` without a
         noise model, missing linen ``variables``, an nnx module without dropout streams.
 
-    Example:
+    Examples:
       >>> import jax, jax.numpy as jnp, jaxdrop
       >>> w = jnp.array([[1.0, -1.0], [0.5, 0.5]])
       >>> def classifier(key, x):

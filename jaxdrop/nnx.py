@@ -148,7 +148,7 @@ class Dropout(_Stochastic):
       axis_name: name(s) of ``nnx.vmap``/``jax.vmap`` axes whose index is folded into the key, so each sample
         draws its own mask even when the module is broadcast over that axis.
 
-    Example:
+    Examples:
       >>> import jax.numpy as jnp, jaxdrop
       >>> from flax import nnx
       >>> layer = jaxdrop.nnx.Dropout(0.5, rngs=nnx.Rngs(dropout=0))
@@ -229,7 +229,7 @@ _CALL_DOC = """Applies the layer to ``inputs``.
 class SpatialDropout(_Stochastic):
     """Drops whole feature maps (Tompson et al. 2015): see :func:`jaxdrop.spatial_dropout`.
 
-    Example:
+    Examples:
       >>> import jax.numpy as jnp, jaxdrop
       >>> from flax import nnx
       >>> y = jaxdrop.nnx.SpatialDropout(0.5, rngs=nnx.Rngs(0))(jnp.ones((2, 5, 5, 8)))
@@ -270,7 +270,7 @@ class SpatialDropout(_Stochastic):
 class AlphaDropout(_Stochastic):
     """Alpha dropout for self-normalising networks (Klambauer et al. 2017): see :func:`jaxdrop.alpha_dropout`.
 
-    Example:
+    Examples:
       >>> import jax.numpy as jnp, jaxdrop
       >>> from flax import nnx
       >>> jaxdrop.nnx.AlphaDropout(0.1, rngs=nnx.Rngs(0))(jnp.ones((4, 16))).shape
@@ -301,7 +301,7 @@ class AlphaDropout(_Stochastic):
 class FeatureAlphaDropout(_Stochastic):
     """Alpha dropout of whole feature maps: see :func:`jaxdrop.feature_alpha_dropout`.
 
-    Example:
+    Examples:
       >>> import jax.numpy as jnp, jaxdrop
       >>> from flax import nnx
       >>> jaxdrop.nnx.FeatureAlphaDropout(0.2, rngs=nnx.Rngs(0))(jnp.ones((2, 6, 6, 4))).shape
@@ -341,7 +341,7 @@ class FeatureAlphaDropout(_Stochastic):
 class GaussianDropout(_Stochastic):
     """Multiplicative Gaussian noise with dropout's variance: see :func:`jaxdrop.gaussian_dropout`.
 
-    Example:
+    Examples:
       >>> import jax.numpy as jnp, jaxdrop
       >>> from flax import nnx
       >>> y = jaxdrop.nnx.GaussianDropout(0.5, rngs=nnx.Rngs(0))(jnp.ones(100_000))
@@ -364,7 +364,7 @@ class GaussianDropout(_Stochastic):
 class GaussianNoise(_Stochastic):
     """Additive zero-mean Gaussian noise of standard deviation ``stddev``: see :func:`jaxdrop.gaussian_noise`.
 
-    Example:
+    Examples:
       >>> import jax.numpy as jnp, jaxdrop
       >>> from flax import nnx
       >>> y = jaxdrop.nnx.GaussianNoise(0.1, rngs=nnx.Rngs(0))(jnp.zeros(100_000))
@@ -389,7 +389,7 @@ class GaussianNoise(_Stochastic):
 class DropPath(_Stochastic):
     """Stochastic depth: drops a whole residual branch per example (Huang et al. 2016); see :func:`jaxdrop.drop_path`.
 
-    Example:
+    Examples:
       >>> import jax.numpy as jnp, jaxdrop
       >>> from flax import nnx
       >>> y = jaxdrop.nnx.DropPath(0.5, rngs=nnx.Rngs(0))(jnp.ones((8, 3)))
@@ -435,7 +435,7 @@ class DropPath(_Stochastic):
 class DropBlock(_Stochastic):
     """Drops contiguous blocks of feature maps (Ghiasi et al. 2018): see :func:`jaxdrop.dropblock`.
 
-    Example:
+    Examples:
       >>> import jax.numpy as jnp, jaxdrop
       >>> from flax import nnx
       >>> jaxdrop.nnx.DropBlock(0.1, block_size=3, rngs=nnx.Rngs(0))(jnp.ones((2, 8, 8, 4))).shape
@@ -480,7 +480,7 @@ class DropBlock(_Stochastic):
 class LockedDropout(_Stochastic):
     """Variational (locked) dropout: one mask per sequence, shared over time; see :func:`jaxdrop.locked_dropout`.
 
-    Example:
+    Examples:
       >>> import jax.numpy as jnp, jaxdrop
       >>> from flax import nnx
       >>> y = jaxdrop.nnx.LockedDropout(0.5, rngs=nnx.Rngs(0))(jnp.ones((2, 6, 4)))
@@ -515,7 +515,7 @@ class LockedDropout(_Stochastic):
 class TokenDropout(_Stochastic):
     """Drops whole token vectors (every feature of a position at once); see :func:`jaxdrop.token_dropout`.
 
-    Example:
+    Examples:
       >>> import jax.numpy as jnp, jaxdrop
       >>> from flax import nnx
       >>> y = jaxdrop.nnx.TokenDropout(0.5, rngs=nnx.Rngs(0))(jnp.ones((2, 6, 4)))
@@ -552,7 +552,7 @@ class WordDropout(_Stochastic):
 
     Called as ``layer(embedded, token_ids, *, deterministic=None, rngs=None, rate=None)``.
 
-    Example:
+    Examples:
       >>> import jax.numpy as jnp, jaxdrop
       >>> from flax import nnx
       >>> ids = jnp.array([[3, 5, 3, 3, 5, 7]])
@@ -606,7 +606,7 @@ class DropConnectLinear(_DropConnect, nnx.Linear):
     Takes ``nnx.Linear``'s arguments plus ``rate`` and the usual dropout arguments; its parameters are those of
     ``nnx.Linear``. One mask per call, shared by the batch; deterministic calls use the plain kernel.
 
-    Example:
+    Examples:
       >>> import jax.numpy as jnp, jaxdrop
       >>> from flax import nnx
       >>> layer = jaxdrop.nnx.DropConnectLinear(4, 3, rate=0.5, rngs=nnx.Rngs(0))
@@ -641,7 +641,7 @@ class DropConnectLinear(_DropConnect, nnx.Linear):
 class DropConnectConv(_DropConnect, nnx.Conv):
     """``flax.nnx.Conv`` whose kernel is masked by DropConnect on each call (Wan et al. 2013).
 
-    Example:
+    Examples:
       >>> import jax.numpy as jnp, jaxdrop
       >>> from flax import nnx
       >>> layer = jaxdrop.nnx.DropConnectConv(1, 2, kernel_size=(3, 3), rate=0.3, rngs=nnx.Rngs(0))
@@ -699,7 +699,7 @@ class ConcreteDropout(_Stochastic):
     otherwise pass ``weight=`` at call time, or only the entropy term is used. ``input_dim`` defaults to the
     input's last axis.
 
-    Example:
+    Examples:
       >>> import jax.numpy as jnp, jaxdrop
       >>> from flax import nnx
       >>> rngs = nnx.Rngs(0)

@@ -79,7 +79,7 @@ def concrete_dropout(
       ValueError: ``p_logit`` is not a scalar, ``temperature <= 0`` (static), a bad ``broadcast_dims`` axis, or a
         missing ``key``.
 
-    Example:
+    Examples:
       >>> import jax, jax.numpy as jnp, jaxdrop
       >>> x = jnp.ones(100_000)
       >>> p_logit = jnp.log(0.2) - jnp.log(0.8)  # p = 0.2
@@ -151,7 +151,7 @@ def concrete_dropout_regularizer(
       TypeError: ``p_logit`` is not a floating-point scalar, or ``input_dim`` is not an int.
       ValueError: ``p_logit`` is not a scalar, a negative regulariser, or ``input_dim < 1``.
 
-    Example:
+    Examples:
       >>> import jax.numpy as jnp, jaxdrop
       >>> reg = jaxdrop.concrete_dropout_regularizer(
       ...     0.0, jnp.ones((4, 2)), weight_regularizer=1e-2, dropout_regularizer=1e-1, input_dim=4)

@@ -55,7 +55,7 @@ def drop_path(
       TypeError: ``x`` is not floating point, ``key`` is not a PRNG key, or a flag is not a bool.
       ValueError: a bad ``mode`` or ``batch_axis``, a static ``rate`` outside [0, 1], or a missing ``key``.
 
-    Example:
+    Examples:
       >>> import jax, jax.numpy as jnp, jaxdrop
       >>> branch = jnp.ones((8, 4, 16))
       >>> y = jaxdrop.drop_path(branch, 0.5, key=jax.random.key(0))
@@ -97,7 +97,7 @@ def linear_drop_path_rates(max_rate: jax.typing.ArrayLike, depth: int) -> tuple[
       ValueError: a static ``max_rate`` outside [0, 1], or ``depth < 1``.
       TypeError: ``depth`` is not an int.
 
-    Example:
+    Examples:
       >>> import jaxdrop
       >>> [round(rate, 6) for rate in jaxdrop.linear_drop_path_rates(0.2, 5)]
       [0.0, 0.05, 0.1, 0.15, 0.2]
@@ -145,7 +145,7 @@ def residual_drop_path(
       ValueError: ``residual`` and ``branch`` have different shapes, or any error of ``drop_path``.
       TypeError: as ``drop_path``.
 
-    Example:
+    Examples:
       >>> import jax, jax.numpy as jnp, jaxdrop
       >>> x = jnp.ones((4, 3))
       >>> y = jaxdrop.residual_drop_path(x, 10 * x, 1.0)  # every branch dropped: the skip path remains

@@ -88,7 +88,7 @@ def dropblock(
       ValueError: no spatial axis, a bad ``channel_axis``, a ``block_size`` below 1 or larger than the map, a
         static ``rate`` outside [0, 1], or a missing ``key``.
 
-    Example:
+    Examples:
       >>> import jax, jax.numpy as jnp, jaxdrop
       >>> x = jnp.ones((1, 8, 8, 1))
       >>> y = jaxdrop.dropblock(x, 0.3, key=jax.random.key(0), block_size=3)
@@ -154,7 +154,7 @@ def dropblock2d(
     Use it after 2D convolutions (Ghiasi et al. 2018; the paper uses ``block_size=7`` on ResNet-50 groups 3 and
     4). Arguments, return value and errors are those of ``jaxdrop.dropblock``; a wrong rank raises ``ValueError``.
 
-    Example:
+    Examples:
       >>> import jax, jax.numpy as jnp, jaxdrop
       >>> jaxdrop.dropblock2d(jnp.ones((2, 9, 9, 3)), 0.1, key=jax.random.key(0), block_size=4).shape
       (2, 9, 9, 3)
@@ -189,7 +189,7 @@ def dropblock3d(
     Use it after 3D convolutions (video, volumetric images; Ghiasi et al. 2018 extended to three axes). Arguments,
     return value and errors are those of ``jaxdrop.dropblock``; a wrong rank raises ``ValueError``.
 
-    Example:
+    Examples:
       >>> import jax, jax.numpy as jnp, jaxdrop
       >>> jaxdrop.dropblock3d(jnp.ones((1, 5, 5, 5, 2)), 0.1, key=jax.random.key(0), block_size=3).shape
       (1, 5, 5, 5, 2)

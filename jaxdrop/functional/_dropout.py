@@ -52,7 +52,7 @@ def dropout(
       TypeError: ``x`` is not floating point, ``key`` is not a PRNG key, or ``deterministic`` is traced.
       ValueError: a static ``rate`` outside [0, 1], a bad ``broadcast_dims`` axis, or a missing ``key``.
 
-    Example:
+    Examples:
       >>> import jax, jax.numpy as jnp, jaxdrop
       >>> x = jnp.ones((2, 4))
       >>> y = jaxdrop.dropout(x, 0.5, key=jax.random.key(0))

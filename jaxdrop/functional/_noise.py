@@ -68,7 +68,7 @@ def alpha_dropout(
       TypeError: ``x`` is not floating point, or ``key`` is not a PRNG key.
       ValueError: a static ``rate`` outside [0, 1], or a missing ``key``.
 
-    Example:
+    Examples:
       >>> import jax, jaxdrop
       >>> x = jax.random.normal(jax.random.key(0), (100_000,))
       >>> y = jaxdrop.alpha_dropout(x, 0.2, key=jax.random.key(1))
@@ -107,7 +107,7 @@ def feature_alpha_dropout(
       TypeError: ``x`` is not floating point, or ``key`` is not a PRNG key.
       ValueError: rank below 2, a bad ``channel_axis``, a static ``rate`` outside [0, 1], or a missing ``key``.
 
-    Example:
+    Examples:
       >>> import jax, jax.numpy as jnp, jaxdrop
       >>> y = jaxdrop.feature_alpha_dropout(jnp.zeros((4, 3, 3, 2)), 0.5, key=jax.random.key(0))
       >>> bool((y == y[:, :1, :1, :]).all())  # constant over each feature map
@@ -168,7 +168,7 @@ def gaussian_dropout(
       TypeError: ``x`` is not floating point, or ``key`` is not a PRNG key.
       ValueError: a static ``rate`` outside [0, 1], or a missing ``key``.
 
-    Example:
+    Examples:
       >>> import jax, jax.numpy as jnp, jaxdrop
       >>> y = jaxdrop.gaussian_dropout(jnp.ones(100_000), 0.5, key=jax.random.key(0))
       >>> round(float(y.mean()), 1), round(float(y.var()), 1)  # N(1, 0.5 / 0.5)
@@ -224,7 +224,7 @@ def gaussian_noise(
       TypeError: ``x`` is not floating point, or ``key`` is not a PRNG key.
       ValueError: a static ``stddev`` that is negative, infinite or NaN, or a missing ``key``.
 
-    Example:
+    Examples:
       >>> import jax, jax.numpy as jnp, jaxdrop
       >>> y = jaxdrop.gaussian_noise(jnp.zeros(100_000), 0.5, key=jax.random.key(0))
       >>> abs(float(y.mean())) < 0.01, round(float(y.std()), 2)

@@ -51,7 +51,7 @@ def locked_dropout(
       TypeError: ``x`` is not floating point, or ``key`` is not a PRNG key.
       ValueError: rank below 2, a bad ``time_axis``, a static ``rate`` outside [0, 1], or a missing ``key``.
 
-    Example:
+    Examples:
       >>> import jax, jax.numpy as jnp, jaxdrop
       >>> y = jaxdrop.locked_dropout(jnp.ones((2, 6, 4)), 0.5, key=jax.random.key(0))
       >>> bool((y == y[:, :1, :]).all())  # the same mask at every time step
@@ -95,7 +95,7 @@ def locked_mask(
       TypeError: ``key`` is not a PRNG key, or (when called) ``h`` is not floating point.
       ValueError: a static ``rate`` outside [0, 1], a missing ``key``, or a negative size in ``shape``.
 
-    Example:
+    Examples:
       >>> import jax, jax.numpy as jnp, jaxdrop
       >>> apply_mask = jaxdrop.locked_mask(jax.random.key(0), 0.5, (2, 4))
       >>> def step(h, x):
@@ -156,7 +156,7 @@ def token_dropout(
       TypeError: ``x`` is not floating point, or ``key`` is not a PRNG key.
       ValueError: rank below 2, a bad ``feature_axis``, a static ``rate`` outside [0, 1], or a missing ``key``.
 
-    Example:
+    Examples:
       >>> import jax, jax.numpy as jnp, jaxdrop
       >>> y = jaxdrop.token_dropout(jnp.ones((2, 6, 4)), 0.5, key=jax.random.key(0))
       >>> bool((y == y[..., :1]).all())  # each token vector is all kept or all dropped
@@ -214,7 +214,7 @@ def word_dropout(
         not a PRNG key.
       ValueError: the shapes do not match, a static ``rate`` outside [0, 1], or a missing ``key``.
 
-    Example:
+    Examples:
       >>> import jax, jax.numpy as jnp, jaxdrop
       >>> ids = jnp.array([[3, 5, 3, 3, 5, 7]])
       >>> y = jaxdrop.word_dropout(jnp.ones((1, 6, 4)), ids, 0.5, key=jax.random.key(0))

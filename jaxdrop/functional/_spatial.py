@@ -80,7 +80,7 @@ def spatial_dropout(
       ValueError: rank below 2, ``channel_axis`` out of range or naming the batch axis, a static ``rate`` outside
         [0, 1], or a missing ``key``.
 
-    Example:
+    Examples:
       >>> import jax, jax.numpy as jnp, jaxdrop
       >>> x = jnp.ones((2, 5, 5, 8))  # (batch, height, width, channels)
       >>> y = jaxdrop.spatial_dropout(x, 0.5, key=jax.random.key(0))
@@ -117,7 +117,7 @@ def _spatial_dropout_nd(num_spatial: int):
     so a missing batch or channel axis fails loudly instead of sharing the mask over the wrong axes. Arguments,
     return value and errors are those of ``jaxdrop.spatial_dropout``; a wrong rank raises ``ValueError``.
 
-    Example:
+    Examples:
       >>> import jax, jax.numpy as jnp, jaxdrop
       >>> x = jnp.ones((2,) + (3,) * {num_spatial} + (4,))
       >>> jaxdrop.{fn_name}(x, 0.5, key=jax.random.key(0)).shape == x.shape

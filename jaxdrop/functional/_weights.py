@@ -52,7 +52,7 @@ def dropconnect(
       TypeError: ``w`` is not floating point, or ``key`` is not a PRNG key.
       ValueError: a static ``rate`` outside [0, 1], or a missing ``key``.
 
-    Example:
+    Examples:
       >>> import jax, jax.numpy as jnp, jaxdrop
       >>> w = jnp.ones((4, 3))
       >>> x = jnp.ones((2, 4))
@@ -131,7 +131,7 @@ def dropconnect_params(
       TypeError: a selected leaf is not floating point (its path is named), or a bad ``where``.
       ValueError: a static ``rate`` outside [0, 1], or a missing ``key``.
 
-    Example:
+    Examples:
       >>> import jax, jax.numpy as jnp, jaxdrop
       >>> params = {"dense": {"kernel": jnp.ones((3, 3)), "bias": jnp.ones(3)}}
       >>> out = jaxdrop.dropconnect_params(params, 0.5, key=jax.random.key(0))
