@@ -37,7 +37,7 @@ from jaxdrop.keys import fold_in
 
 __version__ = "0.1.0"
 
-_LAZY_SUBMODULES = ("linen", "nnx", "mc", "uncertainty", "functional", "keys", "inspect")
+_LAZY_SUBMODULES = ("linen", "nnx", "equinox", "mc", "uncertainty", "functional", "keys", "inspect")
 
 
 def __getattr__(name: str):
