@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Iterable, Sequence
+from typing import SupportsFloat, cast
 
 import jax
 import jax.numpy as jnp
@@ -19,6 +20,14 @@ from jaxdrop import debug as _debug
 def is_static(value: object) -> bool:
     """True when ``value`` is known at trace time (a Python or NumPy number, or a concrete array)."""
     return not isinstance(value, jax.core.Tracer)
+
+
+def static_float(value: object) -> float:
+    """``float(value)``, typed for mypy: typeshed gives ``complex`` (part of ``ArrayLike``) no ``__float__``.
+
+    The cast has no run-time effect: ``float`` accepts and rejects exactly what it did before.
+    """
+    return float(cast(SupportsFloat, value))
 
 
 def floating_array(x: jax.typing.ArrayLike, name: str = "x") -> jax.Array:

@@ -41,7 +41,7 @@ def needs_key(rate: jax.typing.ArrayLike, deterministic: bool, key_free_rates: S
         return False
     if _checks.is_static(rate) and np.ndim(rate) == 0:
         try:
-            return float(rate) not in key_free_rates
+            return _checks.static_float(rate) not in key_free_rates
         except (TypeError, ValueError):
             return True  # let the functional core report the bad value
     return True

@@ -36,8 +36,8 @@ def _noise_log_variance(
         log_variance = _samples(log_variance, "log_variance")
         checks.same_shape(log_variance, samples, "log_variance", "samples")
         return log_variance
-    if _checks.is_static(tau) and not 0.0 < float(tau) < math.inf:
-        raise ValueError(f"`tau` must be > 0 and finite; got {float(tau)}.")
+    if _checks.is_static(tau) and not 0.0 < _checks.static_float(tau) < math.inf:
+        raise ValueError(f"`tau` must be > 0 and finite; got {_checks.static_float(tau)}.")
     return jnp.broadcast_to(-jnp.log(jnp.asarray(tau, jnp.float32)), samples.shape)
 
 

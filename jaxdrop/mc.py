@@ -39,8 +39,8 @@ def _positive_scalar(value: jax.typing.ArrayLike, name: str) -> jax.Array:
         raise TypeError(f"`{name}` must be a positive real number; got {value!r}.")
     if jnp.ndim(value) != 0:
         raise ValueError(f"`{name}` must be a scalar; got an array of shape {jnp.shape(value)}.")
-    if _checks.is_static(value) and not 0.0 < float(value) < math.inf:  # also rejects NaN
-        raise ValueError(f"`{name}` must be > 0 and finite; got {float(value)}.")
+    if _checks.is_static(value) and not 0.0 < _checks.static_float(value) < math.inf:  # also rejects NaN
+        raise ValueError(f"`{name}` must be > 0 and finite; got {_checks.static_float(value)}.")
     return jnp.asarray(value, jnp.float32)
 
 
@@ -48,6 +48,7 @@ def _predict_impl(static: tuple, dynamic: tuple) -> ClassificationPrediction | R
     model_static, num_samples, chunk_size, task, outputs, heteroscedastic, return_samples, mesh, mesh_axis = static
     model_dynamic, inputs, key, labels, targets, tau, target_mean, target_std = dynamic
     per_sample_fn = _mc_adapters.bind(model_static, model_dynamic)
+    reducer: ClassificationStats | RegressionStats
     if task == "classification":
         reducer = ClassificationStats(outputs=outputs, labels=labels)
     else:
