@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any
+from typing import Any, cast
 
 import jax
 import jax.numpy as jnp
@@ -240,7 +240,8 @@ class RegressionStats:
             "m2": state["m2"] + chunk_m2 + jnp.square(delta) * (state["count"] * chunk_count / count),
         }
         if self.heteroscedastic:
-            new["sum_variance"] = state["sum_variance"] + jnp.exp(log_variance).sum(0)
+            # `_split` returns a log-variance whenever `heteroscedastic`; the cast is for mypy only.
+            new["sum_variance"] = state["sum_variance"] + jnp.exp(cast(jax.Array, log_variance)).sum(0)
         if self.targets is not None:
             if log_variance is None:
                 log_variance = -jnp.log(jnp.asarray(self.tau, jnp.float32))

@@ -80,6 +80,7 @@ def int_in_range(value: object, name: str, low: int, high: int) -> int:
     """A static Python int in ``[low, high]``."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"`{name}` must be a Python int in [{low}, {high}]; got {value!r}.")
-    if not low <= value <= high:
-        raise ValueError(f"`{name}` must be in [{low}, {high}]; got {int(value)}.")
-    return int(value)
+    integer = int(value)  # exact for any Integral; typeshed's numbers.Integral has no `<=` with int
+    if not low <= integer <= high:
+        raise ValueError(f"`{name}` must be in [{low}, {high}]; got {integer}.")
+    return integer
