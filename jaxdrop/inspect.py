@@ -16,7 +16,7 @@ import math
 import sys
 import types
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, SupportsFloat, cast
 
 import jax
 import numpy as np
@@ -272,7 +272,7 @@ def _static_rate(module) -> float | None:
     else:
         value = getattr(module, getattr(module, "rate_field", "rate"), None)
     try:
-        return float(value)
+        return float(cast(SupportsFloat, value))  # the cast is for mypy: float(None) raises TypeError, no rate
     except (TypeError, jax.errors.ConcretizationTypeError):
         return None
 
@@ -358,11 +358,12 @@ def _report(calls: list[_Call], output, rates: dict, uncalled: dict) -> InspectR
         )
         warnings += _site_warnings(calls, index, kind, rate, path, output_ids)
     for path, module in uncalled.items():
-        if path not in seen:
-            kind = _site_kind(module)
-            rows.append(
-                DropoutSite(_path_name(path), type(module).__name__, kind, rates.get(path), None, None, 0, False)
-            )
+        if path in seen:
+            continue
+        kind = _site_kind(module)
+        if kind is None:  # not reached: `_trace_nnx` keeps only dropout sites
+            continue
+        rows.append(DropoutSite(_path_name(path), type(module).__name__, kind, rates.get(path), None, None, 0, False))
     return InspectReport(rows, warnings)
 
 

@@ -733,9 +733,11 @@ class ConcreteDropout(_Stochastic):
         self.layer = layer
         self.weight_regularizer, self.dropout_regularizer = weight_regularizer, dropout_regularizer
         self.temperature, self.broadcast_dims, self.input_dim = temperature, broadcast_dims, input_dim
-        if init_min != init_max and rngs is None:
-            raise ValueError("`rngs` is required to draw the initial rate when `init_min != init_max`.")
-        init_key = rngs.params() if init_min != init_max else None
+        init_key = None
+        if init_min != init_max:
+            if rngs is None:
+                raise ValueError("`rngs` is required to draw the initial rate when `init_min != init_max`.")
+            init_key = rngs.params()
         self.p_logit = nnx.Param(_uniform_logit(init_key, init_min, init_max))
         self.regularizer = ConcreteRegularizer(jnp.zeros((), jnp.float32))
         self._init_stochastic(deterministic, rng_collection, rngs, axis_name)
