@@ -149,7 +149,8 @@ def _ancestors(frame: types.FrameType | None) -> list[types.FrameType]:
 
 def _describe(caller: types.FrameType) -> str:
     """``"jaxdrop spatial_dropout called at model.py:12"``: the outermost jaxdrop function and its call site."""
-    outer, frame = caller, caller
+    outer: types.FrameType = caller
+    frame: types.FrameType | None = caller
     while frame is not None and frame.f_globals.get("__name__", "").split(".")[0] in ("jaxdrop", "jax", "flax"):
         if frame.f_globals.get("__name__", "").startswith("jaxdrop"):
             outer = frame

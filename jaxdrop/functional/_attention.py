@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import jax
 import jax.numpy as jnp
@@ -129,7 +129,10 @@ def dot_product_attention(
     _checks.choice(generator, _masks.GENERATORS, "generator")
 
     if promote_dtype is not None:
-        query, key, value = promote_dtype((query, key, value), dtype=dtype)
+        # flax.nnx's promote_dtype returns JAX arrays; the cast is for mypy only (no runtime effect).
+        query, key, value = cast(
+            "tuple[jax.Array, jax.Array, jax.Array]", promote_dtype((query, key, value), dtype=dtype)
+        )
     else:
         dtype = jnp.dtype(dtype) if dtype is not None else jnp.result_type(query, key, value)
         query, key, value = (jnp.asarray(array, dtype) for array in (query, key, value))
