@@ -67,12 +67,12 @@ class _Stochastic(eqx.Module):
         key: jax.Array | None,
         inference: bool | None,
         *,
-        batch_axis: bool = False,
+        add_batch_axis: bool = False,
         **options: Any,
     ) -> jax.Array:
         """``fn(x, self.p, key=key, deterministic=inference, **options)`` with the flag resolved and the key checked.
 
-        ``batch_axis=True`` is for functions whose axis 0 is the batch: an Equinox layer sees one example (the
+        ``add_batch_axis=True`` is for functions whose axis 0 is the batch: an Equinox layer sees one example (the
         model is ``jax.vmap``-ed over the batch), so ``x`` gets a batch axis of size 1 for the call.
         """
         name = type(self).__name__
@@ -81,7 +81,7 @@ class _Stochastic(eqx.Module):
             raise RuntimeError(f"{name} requires a key when running in non-deterministic mode.")
         options.update(key=key, deterministic=inference, generator=self.generator)
         with jax.named_scope(f"jaxdrop.equinox.{name}"):
-            if batch_axis:
+            if add_batch_axis:
                 return fn(jnp.asarray(x)[None], self.p, **options)[0]
             return fn(x, self.p, **options)
 
@@ -216,7 +216,7 @@ class SpatialDropout(_Stochastic):
 
     def __call__(self, x: jax.Array, *, key: jax.Array | None = None, inference: bool | None = None) -> jax.Array:
         return self._apply(
-            F.spatial_dropout, x, key, inference, batch_axis=True, channel_axis=_batched(self.channel_axis)
+            F.spatial_dropout, x, key, inference, add_batch_axis=True, channel_axis=_batched(self.channel_axis)
         )
 
     __call__.__doc__ = _CALL_DOC
@@ -269,7 +269,7 @@ class DropBlock(_Stochastic):
             x,
             key,
             inference,
-            batch_axis=True,
+            add_batch_axis=True,
             block_size=self.block_size,
             channel_axis=_batched(self.channel_axis),
             share_across_channels=self.share_across_channels,
@@ -296,7 +296,7 @@ class LockedDropout(_Stochastic):
     generator: _masks.Generator = _static("fast")
 
     def __call__(self, x: jax.Array, *, key: jax.Array | None = None, inference: bool | None = None) -> jax.Array:
-        return self._apply(F.locked_dropout, x, key, inference, batch_axis=True, time_axis=_batched(self.time_axis))
+        return self._apply(F.locked_dropout, x, key, inference, add_batch_axis=True, time_axis=_batched(self.time_axis))
 
     __call__.__doc__ = _CALL_DOC
 
