@@ -120,7 +120,7 @@ class Dropout(_Stochastic):
       generator: ``"fast"`` (fused Threefry-2x32-13, the default) or ``"jax"`` (the exact masks of
         ``equinox.nn.Dropout``, ``jax.random.bernoulli(key, 1 - p, x.shape)``, for the same key).
 
-    Example:
+    Examples:
       >>> import jax, jax.numpy as jnp, equinox as eqx, jaxdrop
       >>> layer = jaxdrop.equinox.Dropout(0.5)
       >>> x = jnp.ones((2, 4))
@@ -202,7 +202,7 @@ class SpatialDropout(_Stochastic):
     Takes ``x`` of shape ``(channels, *spatial)`` (the output of ``eqx.nn.Conv``) or, with ``channel_axis=-1``,
     ``(*spatial, channels)``.
 
-    Example:
+    Examples:
       >>> import jax, jax.numpy as jnp, jaxdrop
       >>> y = jaxdrop.equinox.SpatialDropout(0.5)(jnp.ones((8, 5, 5)), key=jax.random.key(0))
       >>> bool(jnp.all(y == y[:, :1, :1]))  # one decision per channel
@@ -226,7 +226,7 @@ class DropPath(_Stochastic):
     """Stochastic depth: drops one example's residual branch as a whole (Huang et al. 2016); see
     :func:`jaxdrop.drop_path` (``mode="batch"``: one decision for the whole input, the example here).
 
-    Example:
+    Examples:
       >>> import jax, jax.numpy as jnp, jaxdrop
       >>> y = jaxdrop.equinox.DropPath(0.5)(jnp.ones((4, 3)), key=jax.random.key(0))
       >>> bool(jnp.all(y == 0.0) | jnp.all(y == 2.0))
@@ -249,7 +249,7 @@ class DropBlock(_Stochastic):
 
     Takes ``x`` of shape ``(channels, *spatial)`` or, with ``channel_axis=-1``, ``(*spatial, channels)``.
 
-    Example:
+    Examples:
       >>> import jax, jax.numpy as jnp, jaxdrop
       >>> layer = jaxdrop.equinox.DropBlock(0.1, block_size=3)
       >>> layer(jnp.ones((4, 8, 8)), key=jax.random.key(0)).shape
@@ -283,7 +283,7 @@ class LockedDropout(_Stochastic):
 
     Takes one sequence, ``(time, features)`` by default (``time_axis=0``).
 
-    Example:
+    Examples:
       >>> import jax, jax.numpy as jnp, jaxdrop
       >>> y = jaxdrop.equinox.LockedDropout(0.5)(jnp.ones((6, 4)), key=jax.random.key(0))
       >>> bool(jnp.all(y == y[:1, :]))
@@ -304,7 +304,7 @@ class LockedDropout(_Stochastic):
 class AlphaDropout(_Stochastic):
     """Alpha dropout for self-normalising networks (Klambauer et al. 2017): see :func:`jaxdrop.alpha_dropout`.
 
-    Example:
+    Examples:
       >>> import jax, jax.numpy as jnp, jaxdrop
       >>> jaxdrop.equinox.AlphaDropout(0.1)(jnp.ones((4, 16)), key=jax.random.key(0)).shape
       (4, 16)
@@ -323,7 +323,7 @@ class AlphaDropout(_Stochastic):
 class GaussianDropout(_Stochastic):
     """Multiplicative Gaussian noise with dropout's variance: see :func:`jaxdrop.gaussian_dropout`.
 
-    Example:
+    Examples:
       >>> import jax, jax.numpy as jnp, jaxdrop
       >>> y = jaxdrop.equinox.GaussianDropout(0.5)(jnp.ones(100_000), key=jax.random.key(0))
       >>> round(float(y.mean()), 1), round(float(y.var()), 1)
