@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import importlib
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import jax
 import jax.numpy as jnp
@@ -241,12 +241,12 @@ def mc_section(settings: Settings) -> Section:
     section.markdown = markdown_table(header, lines)
     rows = section.rows
     deterministic_row = find(rows, impl="one deterministic forward", samples=50)
-    deterministic = deterministic_row.median_s if deterministic_row else None
+    deterministic_s = deterministic_row.median_s if deterministic_row else None
     target = find(rows, impl="jaxdrop.mc.predict", samples=50)
-    if target is not None and target.median_s and deterministic:
-        section.summary["mc_t50_over_deterministic"] = target.median_s / deterministic
+    if target is not None and target.median_s and deterministic_s:
+        section.summary["mc_t50_over_deterministic"] = target.median_s / deterministic_s
         section.summary["mc_detail"] = (
-            f"T=50 predict {target.median_s * 1e3:.3g} ms vs one deterministic forward {deterministic * 1e3:.3g} ms"
+            f"T=50 predict {target.median_s * 1e3:.3g} ms vs one deterministic forward {deterministic_s * 1e3:.3g} ms"
         )
     section.notes.append(
         "jaxdrop rows use `jaxdrop.linen.Dropout`, flax rows `flax.linen.Dropout`, with identical parameters. "
@@ -295,7 +295,8 @@ def reference_dropblock(x: jax.Array, key: jax.Array, rate: float, block_size: i
     return x * keep * (keep.size / jnp.sum(keep))
 
 
-VariantImpls = dict[str, dict[str, Callable[..., jax.Array] | str]]
+Impls = dict[str, Callable[..., jax.Array] | str]
+VariantImpls = dict[str, Impls]
 
 
 def _variant_impls(rate: float, block_size: int, per_head_masks: bool) -> VariantImpls:
@@ -311,19 +312,20 @@ def _variant_impls(rate: float, block_size: int, per_head_masks: bool) -> Varian
             return fn
         return lambda x, key: fn(x, rate, key=key, generator=generator, **kwargs)
 
-    spatial = {
+    spatial: Impls = {
         "jaxdrop.spatial_dropout (fast)": jaxdrop_call("spatial_dropout"),
         "jaxdrop.spatial_dropout (jax)": jaxdrop_call("spatial_dropout", "jax"),
-        "flax.linen.Dropout(broadcast_dims=(1, 2))": lambda x, key: nn.Dropout(rate, broadcast_dims=(1, 2)).apply(
-            {}, x, deterministic=False, rngs={"dropout": key}
+        # `Module.apply` is typed `Any | tuple` (for `mutable=`); without it it returns the array.
+        "flax.linen.Dropout(broadcast_dims=(1, 2))": lambda x, key: cast(
+            jax.Array, nn.Dropout(rate, broadcast_dims=(1, 2)).apply({}, x, deterministic=False, rngs={"dropout": key})
         ),
     }
-    drop_path = {
+    drop_path: Impls = {
         "jaxdrop.drop_path (fast)": jaxdrop_call("drop_path"),
         "jaxdrop.drop_path (jax)": jaxdrop_call("drop_path", "jax"),
         "timm-style drop_path in jnp": lambda x, key: timm_drop_path(x, key, rate),
     }
-    dropblock = {
+    dropblock: Impls = {
         "jaxdrop.dropblock (fast)": jaxdrop_call("dropblock", block_size=block_size),
         "jaxdrop.dropblock (jax)": jaxdrop_call("dropblock", "jax", block_size=block_size),
         "DropBlock paper algorithm in jnp": lambda x, key: reference_dropblock(x, key, rate, block_size),
@@ -335,7 +337,11 @@ def _variant_impls(rate: float, block_size: int, per_head_masks: bool) -> Varian
             return fn
         return lambda qkv, key: fn(*qkv, dropout_rng=key, dropout_rate=rate, deterministic=False, **kwargs)
 
-    out = {"spatial dropout": spatial, "drop path": drop_path, f"DropBlock (block {block_size})": dropblock}
+    out: VariantImpls = {
+        "spatial dropout": spatial,
+        "drop path": drop_path,
+        f"DropBlock (block {block_size})": dropblock,
+    }
     for variant, broadcast in (("attention dropout", True), ("attention dropout, per-head masks", False)):
         if broadcast or per_head_masks:
             out[variant] = {

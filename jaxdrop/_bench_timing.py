@@ -79,16 +79,16 @@ def measure_group(rows: list[Row], repeats: int, warmup: int = 1, min_sample_s: 
     made. Rows faster than ``min_sample_s`` run several calls per sample (time per call is stored), so tiny
     shapes are not dominated by timer resolution.
     """
-    runnable = [row for row in rows if row.run is not None]
+    runnable = [(row, row.run) for row in rows if row.run is not None]
     group_start = time.perf_counter()
-    for row in runnable:
+    for row, run in runnable:
         start = time.perf_counter()
-        row.run()
+        run()
         row.first_call_s = time.perf_counter() - start
         elapsed = math.inf
         for _ in range(warmup if row.warmup is None else row.warmup):
             start = time.perf_counter()
-            row.run()
+            run()
             elapsed = time.perf_counter() - start
         if min_sample_s > 0 and elapsed < min_sample_s:
             row.calls_per_sample = min(1000, math.ceil(min_sample_s / max(elapsed, 1e-7)))
@@ -98,10 +98,10 @@ def measure_group(rows: list[Row], repeats: int, warmup: int = 1, min_sample_s: 
     try:
         for repeat in range(repeats):
             offset = repeat % max(len(runnable), 1)
-            for row in runnable[offset:] + runnable[:offset]:
+            for row, run in runnable[offset:] + runnable[:offset]:
                 start = time.perf_counter()
                 for _ in range(row.calls_per_sample):
-                    row.run()
+                    run()
                 row.times_s.append((time.perf_counter() - start) / row.calls_per_sample)
     finally:
         if gc_was_enabled:
@@ -139,6 +139,7 @@ def machine_info() -> dict[str, Any]:
 
     device = jax.devices()[0]
     cores = os.cpu_count()
+    usable_cores: int | None
     try:
         usable_cores = len(os.sched_getaffinity(0))
     except AttributeError:
@@ -170,8 +171,9 @@ def machine_info() -> dict[str, Any]:
             "torch": _version("torch"),
         },
         "prng": {
-            "jax_default_prng_impl": jax.config.jax_default_prng_impl,
-            "jax_threefry_partitionable": jax.config.jax_threefry_partitionable,
+            # jax's Config stub omits its flag attributes; `jax.config.read` refuses these context-manager flags.
+            "jax_default_prng_impl": jax.config.jax_default_prng_impl,  # type: ignore[attr-defined]
+            "jax_threefry_partitionable": jax.config.jax_threefry_partitionable,  # type: ignore[attr-defined]
             "default_key_impl": str(jax.random.key_impl(jax.random.key(0))),
         },
         "xla_flags": os.environ.get("XLA_FLAGS", ""),

@@ -83,15 +83,15 @@ def evaluate_targets(sections: dict[str, Section], tiny: bool) -> list[dict[str,
                 ", ".join(detail),
             )
     memory = sections.get("memory")
-    measured, passed, detail = None, None, ""
+    measured, passed, memory_detail = None, None, ""
     if memory is not None:
         ours = find(memory.rows, impl=_bench_dropout.JAXDROP, **{"pass": _bench_dropout.FWD_BWD})
         theirs = find(memory.rows, impl=_bench_dropout.FLAX, **{"pass": _bench_dropout.FWD_BWD})
         if ours and theirs and ours.value is not None and theirs.value is not None:
             measured = ours.value / theirs.value if theirs.value else (0.0 if ours.value == 0 else None)
             passed = None if measured is None else measured <= 0.05
-            detail = f"{ours.value / 2**20:.2f} MiB vs {theirs.value / 2**20:.2f} MiB ({ours.labels['shape']})"
-    add("temp memory of grad: jaxdrop / flax.linen", "<= 5%", measured, passed, detail)
+            memory_detail = f"{ours.value / 2**20:.2f} MiB vs {theirs.value / 2**20:.2f} MiB ({ours.labels['shape']})"
+    add("temp memory of grad: jaxdrop / flax.linen", "<= 5%", measured, passed, memory_detail)
     mc = sections.get("mc")
     ratio = mc.summary.get("mc_t50_over_deterministic") if mc else None
     add(
