@@ -28,7 +28,7 @@ HIDDEN = (256, 256)
 CONFIGS = (("no dropout", 0.0, 0.0), ("dropout 0.2 in / 0.5 hidden", 0.2, 0.5))
 REVIEW_FRACTIONS = (0.0, 0.05, 0.10, 0.20)
 # --quick (and the tests): fewer splits, fewer epochs at a higher learning rate, fewer MC samples
-QUICK = {"num_splits": 2, "epochs": 120, "learning_rate": 3e-3, "num_samples": 30}
+QUICK: dict[str, Any] = {"num_splits": 2, "epochs": 120, "learning_rate": 3e-3, "num_samples": 30}
 
 
 def init_mlp(key: jax.Array, sizes: Sequence[int]) -> list[dict[str, jax.Array]]:

@@ -15,7 +15,7 @@ typed key, but it also raises on a single dropout call under ``jax.grad``: jaxdr
 in the backward pass instead of storing it, and the checker counts that as a second use. It ignores legacy
 ``uint32[2]`` keys. This mode has neither limitation; it sees only jaxdrop's own calls.
 
-Example:
+Examples:
   >>> import warnings, jax, jax.numpy as jnp, jaxdrop
   >>> from jaxdrop.debug import key_reuse_warnings, KeyReuseWarning
   >>> key = jax.random.key(0)

@@ -226,7 +226,11 @@ def test_ood_auroc_matches_sklearn_with_ties():
             r"`targets` must have the shape of one sample \(2,\)",
         ),
         (lambda: U.gaussian_log_likelihood(jnp.zeros((3, 2)), jnp.zeros(2)), ValueError, r"exactly one noise"),
-        (lambda: U.predictive_variance(jnp.zeros((3, 2)), tau=-1.0), ValueError, r"`tau` must be > 0 and finite; got -1"),
+        (
+            lambda: U.predictive_variance(jnp.zeros((3, 2)), tau=-1.0),
+            ValueError,
+            r"`tau` must be > 0 and finite; got -1",
+        ),
         (lambda: U.rmse(jnp.zeros(3), jnp.zeros(4)), ValueError, r"same shape"),
         (lambda: U.risk_coverage_curve(jnp.zeros(3), jnp.zeros(2)), ValueError, r"same shape"),
         (lambda: U.flag_for_review(jnp.zeros(4), budget=1.5), ValueError, r"fraction must be in \(0, 1\]; got 1.5"),

@@ -102,7 +102,7 @@ def dot_product_attention(
       ValueError: mismatched shapes, a static ``dropout_rate`` outside [0, 1], a missing ``dropout_rng``, or
         custom einsums combined with ``precision``/``einsum_dot_general`` or given alone.
 
-    Example:
+    Examples:
       >>> import jax, jax.numpy as jnp, jaxdrop
       >>> q = k = v = jnp.ones((2, 5, 4, 8))  # (batch, length, heads, depth)
       >>> out = jaxdrop.dot_product_attention(q, k, v, dropout_rng=jax.random.key(0), dropout_rate=0.1)
