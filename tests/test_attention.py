@@ -8,9 +8,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import binomial_bound
 from flax import nnx
 from jax.ad_checkpoint import print_saved_residuals
+from stat_bounds import binomial_bound
 from variant_checks import normal, random_primitives
 
 import jaxdrop

@@ -11,9 +11,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import binomial_bound
 from jax.ad_checkpoint import print_saved_residuals
 from jax.test_util import check_grads
+from stat_bounds import binomial_bound
 
 import jaxdrop
 

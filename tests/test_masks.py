@@ -4,8 +4,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import binomial_bound
 from jax.extend.random import threefry_2x32
+from stat_bounds import binomial_bound
 
 from jaxdrop import _masks
 

@@ -7,8 +7,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import binomial_bound
 from jax.ad_checkpoint import print_saved_residuals
+from stat_bounds import binomial_bound
 from variant_checks import check_variant, normal, random_primitives
 
 import jaxdrop

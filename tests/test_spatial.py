@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import binomial_bound
+from stat_bounds import binomial_bound
 from variant_checks import check_variant, normal
 
 import jaxdrop
