@@ -13,7 +13,8 @@ from jaxdrop import bench
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
-    status = bench.main(["--quick", "--tiny", "--repeats", "2", "--out", str(out)])
+    every_section = ",".join(bench.SECTIONS)
+    status = bench.main(["--quick", "--tiny", "--repeats", "2", "--sections", every_section, "--out", str(out)])
     return status, json.loads((out / "results.json").read_text()), (out / "results.md").read_text()
 
 
