@@ -24,11 +24,11 @@ import numpy as np
 import optax
 
 import jaxdrop
-from jaxdrop import _data
+from jaxdrop.cli import datasets
 
 
 def split_data(name: str, seed: int, num_train: int, num_val: int):
-    images, labels = _data.mnist_subset() if name == "mnist" else _data.digits()
+    images, labels = datasets.mnist_subset() if name == "mnist" else datasets.digits()
     inputs = images.reshape(len(images), -1)
     order = np.random.RandomState(seed).permutation(len(inputs))
     parts = np.split(order, [num_train, num_train + num_val])

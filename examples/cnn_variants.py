@@ -27,7 +27,7 @@ import optax
 
 import jaxdrop
 import jaxdrop.linen
-from jaxdrop import _data
+from jaxdrop.cli import datasets
 
 VARIANTS = ("none", "dropout", "spatial", "dropblock")
 
@@ -109,7 +109,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if args.quick:
         args.train_size, args.epochs = 200, 2
     out = _common.out_dir(args)
-    images, labels = _data.mnist_subset()
+    images, labels = datasets.mnist_subset()
     if args.replot:
         results = json.loads((out / "cnn_variants.json").read_text())
         _plot(out, results["metrics"], images[results["example_index"]], results["rate"])

@@ -28,8 +28,8 @@ import optax
 
 import jaxdrop
 import jaxdrop.linen
-from jaxdrop import _data
 from jaxdrop import uncertainty as unc
+from jaxdrop.cli import datasets
 
 IN_CLASSES = 5  # digits 0-4 are in distribution, 5-9 out of distribution
 
@@ -49,7 +49,7 @@ class MLP(nn.Module):
 
 
 def load(seed: int, num_train: int):
-    images, labels = _data.mnist_subset()
+    images, labels = datasets.mnist_subset()
     inputs = images.reshape(len(images), -1)
     seen = labels < IN_CLASSES
     order = np.random.RandomState(seed).permutation(int(seen.sum()))

@@ -27,7 +27,7 @@ import numpy as np
 import optax
 
 import jaxdrop
-from jaxdrop import _data
+from jaxdrop.cli import datasets
 
 VOCAB = 128
 MODES = ("none", "naive", "locked")
@@ -140,7 +140,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if args.quick:
         args.train_chars, args.val_chars, args.steps, args.hidden, args.context = 20_000, 4_000, 36, 48, 32
     out = _common.out_dir(args)
-    tokens = _data.encode_ascii(_data.python_source_text(args.train_chars + args.val_chars))
+    tokens = datasets.encode_ascii(datasets.python_source_text(args.train_chars + args.val_chars))
     train_tokens, val_tokens = tokens[: args.train_chars], tokens[args.train_chars :]
 
     def windows(t):

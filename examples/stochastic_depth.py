@@ -25,7 +25,7 @@ import numpy as np
 import optax
 
 import jaxdrop
-from jaxdrop import _data
+from jaxdrop.cli import datasets
 
 
 def init_params(key, num_inputs, width, depth):
@@ -66,7 +66,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if args.quick:
         args.depth, args.width, args.epochs = 6, 64, 20
     out = _common.out_dir(args)
-    images, labels = _data.digits()
+    images, labels = datasets.digits()
     inputs = images.reshape(len(images), -1)
     order = np.random.RandomState(args.seed).permutation(len(inputs))
     train, test = order[: args.train_size], order[args.train_size :]

@@ -26,7 +26,7 @@ import numpy as np
 import optax
 
 import jaxdrop
-from jaxdrop import _data
+from jaxdrop.cli import datasets
 
 VOCAB = 128  # ASCII
 
@@ -100,8 +100,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if args.quick:
         args.train_chars, args.val_chars, args.steps, args.width, args.layers = 20_000, 5_000, 60, 32, 1
     out = _common.out_dir(args)
-    text = _data.python_source_text(args.train_chars + args.val_chars)
-    tokens = _data.encode_ascii(text)
+    text = datasets.python_source_text(args.train_chars + args.val_chars)
+    tokens = datasets.encode_ascii(text)
     train_tokens, val_tokens = tokens[: args.train_chars], tokens[args.train_chars :]
     val_windows = jnp.asarray(windows(val_tokens, args.context))
     train_windows = jnp.asarray(windows(train_tokens, args.context)[: len(val_windows)])

@@ -35,7 +35,7 @@ import numpy as np
 import optax
 
 import jaxdrop
-from jaxdrop import _data
+from jaxdrop.cli import datasets
 
 # Gal & Ghahramani (2016), dropout rows, mean ± standard error over 20 splits.
 PAPER = {"boston": {"rmse": (2.97, 0.19), "ll": (-2.46, 0.06)}, "concrete": {"rmse": (5.23, 0.12), "ll": (-3.04, 0.02)}}
@@ -242,11 +242,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     out = _common.out_dir(args)
 
     if args.data:
-        sources = [(args.data, *_data.load_data_txt(args.data, args.target_column))]
+        sources = [(args.data, *datasets.load_data_txt(args.data, args.target_column))]
         if args.p is None or args.tau is None:
             p.error("--data needs --p and --tau")
     else:
-        sources = [(name, *_data.uci_regression(name)) for name in args.datasets]
+        sources = [(name, *datasets.uci_regression(name)) for name in args.datasets]
     results = []
     for name, inputs, targets in sources:
         defaults = DEFAULTS.get(name, {})

@@ -1,12 +1,18 @@
 """jaxdrop: dropout and Monte Carlo dropout for JAX and Flax.
 
-The functional API lives at the top level; ``jaxdrop.linen``, ``jaxdrop.nnx``, ``jaxdrop.mc`` and
-``jaxdrop.uncertainty`` are imported on first use so ``import jaxdrop`` does not import Flax.
+This file is the whole public face. The functional API is at the top level (``jaxdrop.dropout``, ...), with
+``fold_in``, ``inspect`` and ``assert_deterministic``; the namespaces are ``functional``, ``keys``, ``debug``,
+``mc``, ``uncertainty`` and the layers ``linen``, ``nnx`` and ``equinox``. The layers import Flax or Equinox, so
+they are imported on first use: ``import jaxdrop`` imports neither.
 """
 
 import importlib
+from typing import TYPE_CHECKING
 
+from jaxdrop import debug, functional, keys, mc, uncertainty
+from jaxdrop._inspect import DropoutSite, InspectReport, inspect
 from jaxdrop._masks import GENERATORS, THREEFRY_ROUNDS
+from jaxdrop.debug import assert_deterministic
 from jaxdrop.functional import (
     alpha_dropout,
     concrete_dropout,
@@ -35,26 +41,35 @@ from jaxdrop.functional import (
 )
 from jaxdrop.keys import fold_in
 
+if TYPE_CHECKING:  # for IDEs and type checkers; at run time these import Flax / Equinox on first use
+    from jaxdrop import equinox, linen, nnx
+
 __version__ = "0.1.0"
 
-_LAZY_SUBMODULES = ("linen", "nnx", "equinox", "mc", "uncertainty", "functional", "keys", "inspect")
+_LAZY_NAMESPACES = ("equinox", "linen", "nnx")
 
 
 def __getattr__(name: str):
-    if name in _LAZY_SUBMODULES:
+    if name in _LAZY_NAMESPACES:
         return importlib.import_module(f"jaxdrop.{name}")
-    if name == "assert_deterministic":  # lazy: it needs Flax
-        return importlib.import_module("jaxdrop.inspect").assert_deterministic
     raise AttributeError(f"module 'jaxdrop' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
 
 
 __all__ = [
     "GENERATORS",
     "THREEFRY_ROUNDS",
+    "DropoutSite",
+    "InspectReport",
     "__version__",
     "alpha_dropout",
+    "assert_deterministic",
     "concrete_dropout",
     "concrete_dropout_regularizer",
+    "debug",
     "dot_product_attention",
     "drop_path",
     "dropblock",
@@ -63,18 +78,26 @@ __all__ = [
     "dropconnect",
     "dropconnect_params",
     "dropout",
+    "equinox",
     "feature_alpha_dropout",
     "fold_in",
+    "functional",
     "gaussian_dropout",
     "gaussian_noise",
+    "inspect",
+    "keys",
     "linear_drop_path_rates",
+    "linen",
     "locked_dropout",
     "locked_mask",
+    "mc",
+    "nnx",
     "residual_drop_path",
     "spatial_dropout",
     "spatial_dropout1d",
     "spatial_dropout2d",
     "spatial_dropout3d",
     "token_dropout",
+    "uncertainty",
     "word_dropout",
 ]

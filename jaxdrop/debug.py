@@ -1,4 +1,7 @@
-"""Debug mode: warn when one key draws two dropout masks in the same trace.
+"""Debugging aids: warn when one key draws two dropout masks in a trace, and check that eval mode draws none.
+
+- :func:`key_reuse_warnings`: a context in which one key used by two jaxdrop dropout calls warns.
+- :func:`assert_deterministic`: fails if a function (a model in eval mode) still samples random numbers.
 
 A key reused by two dropout sites gives them the same mask (or, for different shapes, masks built from the same
 bits): the layers' noise is correlated and nothing fails. Inside :func:`key_reuse_warnings`, every key handed to a
@@ -35,13 +38,14 @@ import dataclasses
 import sys
 import types
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import jax
 import numpy as np
 from jax.extend.core import get_opaque_trace_state
 
-__all__ = ["KeyReuseWarning", "key_reuse_warnings"]
+__all__ = ["KeyReuseWarning", "assert_deterministic", "key_reuse_warnings"]
 
 # Only keys that reach a mask-drawing function count; `mc.sample` / `mc.predict` validate a root key that they fold.
 _COUNTED_MODULE_PREFIX = "jaxdrop.functional"
@@ -157,3 +161,112 @@ def _describe(caller: types.FrameType) -> str:
         frame = frame.f_back
     site = f"{frame.f_code.co_filename}:{frame.f_lineno}" if frame is not None else "?"
     return f"jaxdrop {outer.f_code.co_qualname} called at {site}"
+
+
+# Primitives that turn a key into random bits. Key plumbing (random_seed, random_wrap, random_split,
+# random_fold_in) produces no random data, so it is allowed.
+_SAMPLING_PRIMITIVES = frozenset({"random_bits", "threefry2x32", "rng_bit_generator", "rng_uniform"})
+
+
+def _equation_site(source_info, inherited: str) -> str:
+    """Where an equation comes from: the innermost user frame and the innermost Flax/jaxdrop frame."""
+    frames = getattr(getattr(source_info, "traceback", None), "frames", None) or []
+    frames = [frame for frame in frames if "/jax/" not in frame.file_name and "/jaxlib/" not in frame.file_name]
+    if not frames:
+        return inherited  # inside a nested jit: the enclosing equation knows the call site
+    library = [frame for frame in frames if "/flax/" in frame.file_name or "/jaxdrop/" in frame.file_name]
+    user = [frame for frame in frames if frame not in library]
+    parts = []
+    if user:
+        parts.append(f"{user[0].file_name}:{user[0].line_num}")
+    elif inherited != "?":
+        parts.append(inherited.split(" in ")[0])  # the call site known from the enclosing equation
+    if library:
+        # innermost frames first: name the layer (its __call__) when there is one
+        layer = next((frame for frame in library if frame.function_name.endswith("__call__")), library[0])
+        parts.append(f"in {layer.function_name}")
+    return " ".join(parts)
+
+
+def _sampling_sites(jaxpr, inherited: str = "?") -> Iterator[str]:
+    """Yields a description of every equation that samples random bits, in nested jaxprs too."""
+    for eqn in jaxpr.eqns:
+        where = _equation_site(eqn.source_info, inherited)
+        if eqn.primitive.name in _SAMPLING_PRIMITIVES:
+            yield where
+        for param in eqn.params.values():
+            for sub in param if isinstance(param, (tuple, list)) else (param,):
+                inner = getattr(sub, "jaxpr", sub)  # ClosedJaxpr -> Jaxpr
+                if hasattr(inner, "eqns"):
+                    yield from _sampling_sites(inner, where)
+
+
+def assert_deterministic(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+    """Fails if ``fn(*args, **kwargs)`` samples random numbers: a model in eval mode must not draw masks.
+
+    Traces ``fn`` (no computation) and looks for primitives that produce random bits, which every active
+    dropout draws (flax's ``bernoulli`` and jaxdrop's fused generator alike). When an argument holds typed PRNG
+    keys, ``fn`` is also run with different keys and its outputs must be identical. NNX modules may be passed as
+    arguments; they are not modified.
+
+    Args:
+      fn: the function to check, e.g. ``lambda x: model.apply(variables, x, train=False)``.
+      *args, **kwargs: its arguments.
+
+    Raises:
+      AssertionError: naming the sites (name stack and source line) that sample, or the outputs that changed.
+
+    Examples:
+      >>> import jax.numpy as jnp, jaxdrop
+      >>> from flax import nnx
+      >>> layer = jaxdrop.nnx.Dropout(0.5, rngs=nnx.Rngs(0))
+      >>> layer.eval()
+      >>> jaxdrop.assert_deterministic(lambda m, x: m(x), layer, jnp.ones(4))
+      >>> layer.train()
+      >>> try:
+      ...     jaxdrop.assert_deterministic(lambda m, x: m(x), layer, jnp.ones(4))
+      ... except AssertionError as err:
+      ...     print(str(err)[:40])
+      fn samples random numbers at 1 site(s) w
+    """
+    pure, state = _purify(fn, args, kwargs)
+    closed = jax.make_jaxpr(pure)(state)
+    sites = sorted(set(_sampling_sites(closed.jaxpr)))
+    if sites:
+        raise AssertionError(
+            f"fn samples random numbers at {len(sites)} site(s) while it should be deterministic (is dropout "
+            f"still active? call model.eval() / pass deterministic=True):\n  " + "\n  ".join(sites)
+        )
+    is_key = lambda leaf: isinstance(leaf, jax.Array) and jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key)
+    if any(is_key(leaf) for leaf in jax.tree.leaves(state)):
+        other = jax.tree.map(lambda leaf: jax.random.fold_in(leaf, 1) if is_key(leaf) else leaf, state)
+        first, second = jax.jit(pure)(state), jax.jit(pure)(other)
+        changed = [
+            jax.tree_util.keystr(path)
+            for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(first), jax.tree.leaves(second), strict=True)
+            if not is_key(a) and not np.array_equal(np.asarray(a), np.asarray(b))  # keys returned may differ
+        ]
+        if changed:
+            raise AssertionError(f"fn's outputs {changed} change with the PRNG keys it is given.")
+
+
+def _purify(fn, args, kwargs):
+    """``fn`` as a pure function of a pytree: NNX modules are split into graph and state (and left untouched)."""
+    nnx: Any = sys.modules.get("flax.nnx")  # an unimported nnx made no module, so nothing to split: never import Flax
+    graphdefs, states = [], []
+    for arg in (*args, *kwargs.values()):
+        if nnx is not None and isinstance(arg, nnx.Module):
+            graphdef, state = nnx.split(arg)
+            graphdefs.append(graphdef)
+            states.append(state)
+        else:
+            graphdefs.append(None)
+            states.append(arg)
+    names = list(kwargs)
+
+    def pure(states):
+        values = [v if g is None else nnx.merge(g, v) for g, v in zip(graphdefs, states, strict=True)]
+        positional, named = values[: len(args)], values[len(args) :]
+        return fn(*positional, **dict(zip(names, named, strict=True)))
+
+    return pure, states

@@ -29,7 +29,7 @@ except ImportError as error:  # an optional dependency: say how to get it
     ) from error
 
 import jaxdrop.functional as F
-from jaxdrop import _checks, _layer_utils, _masks
+from jaxdrop import _checks, _layers, _masks
 
 __all__ = ["AlphaDropout", "DropBlock", "DropPath", "Dropout", "GaussianDropout", "LockedDropout", "SpatialDropout"]
 
@@ -77,7 +77,7 @@ class _Stochastic(eqx.Module):
         """
         name = type(self).__name__
         inference = _checks.static_bool(self.inference if inference is None else inference, "inference")
-        if key is None and _layer_utils.needs_key(self.p, inference, _KEY_FREE_RATES):
+        if key is None and _layers.needs_key(self.p, inference, _KEY_FREE_RATES):
             raise RuntimeError(f"{name} requires a key when running in non-deterministic mode.")
         options.update(key=key, deterministic=inference, generator=self.generator)
         with jax.named_scope(f"jaxdrop.equinox.{name}"):

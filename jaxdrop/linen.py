@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 
 import jaxdrop.functional as F
-from jaxdrop import _checks, _layer_utils, _masks
+from jaxdrop import _checks, _layers, _masks
 
 __all__ = [
     "AlphaDropout",
@@ -62,15 +62,15 @@ class _Stochastic(nn.Module):
         deterministic = _checks.static_bool(
             nn.merge_param("deterministic", self.deterministic, deterministic), "deterministic"
         )
-        if not _layer_utils.needs_key(rate, deterministic, self.key_free_rates):
+        if not _layers.needs_key(rate, deterministic, self.key_free_rates):
             return deterministic, None
         if rng is None:
             rng = self.make_rng(self.rng_collection)  # folds in the module path and the call count
-        return deterministic, _layer_utils.fold_axes(rng, self.axis_name)
+        return deterministic, _layers.fold_axes(rng, self.axis_name)
 
     def _apply(self, fn, inputs, rate, deterministic, rng, **options):
         """``fn(inputs, rate, key=..., deterministic=..., **options)`` with the flag and key resolved."""
-        rate = _layer_utils.resolve_rate(getattr(self, self.rate_field), rate)
+        rate = _layers.resolve_rate(getattr(self, self.rate_field), rate)
         deterministic, key = self._resolve(rate, deterministic, rng)
         return fn(inputs, rate, key=key, deterministic=deterministic, **options)
 
@@ -403,7 +403,7 @@ class _DropConnect(_Stochastic):
         )
 
     def _masked_call(self, parent_call, inputs, deterministic, rng, rate):
-        rate = _layer_utils.resolve_rate(self.rate, rate)
+        rate = _layers.resolve_rate(self.rate, rate)
         deterministic, key = self._resolve(rate, deterministic, rng)
         token = _DROPCONNECT_CALL.set((key, rate, deterministic))
         try:

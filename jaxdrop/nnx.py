@@ -27,7 +27,7 @@ from flax.nnx import rnglib
 from flax.nnx.module import first_from
 
 import jaxdrop.functional as F
-from jaxdrop import _checks, _layer_utils, _masks
+from jaxdrop import _checks, _layers, _masks
 
 __all__ = [
     "AlphaDropout",
@@ -102,7 +102,7 @@ class _Stochastic(nnx.Module):
         name = type(self).__name__
         deterministic = first_from(deterministic, self.deterministic, error_msg=_NO_DETERMINISTIC.format(name=name))
         deterministic = _checks.static_bool(deterministic, "deterministic")
-        if not _layer_utils.needs_key(rate, deterministic, self.key_free_rates):
+        if not _layers.needs_key(rate, deterministic, self.key_free_rates):
             return deterministic, None
         rngs = first_from(rngs, self.rngs, error_msg=_NO_RNGS.format(name=name, collection=self.rng_collection))
         if isinstance(rngs, rnglib.Rngs):
@@ -113,11 +113,11 @@ class _Stochastic(nnx.Module):
             key = rngs
         else:
             raise TypeError(f"rngs must be a Rngs, RngStream or jax.Array, but got {type(rngs)}.")
-        return deterministic, _layer_utils.fold_axes(key, self.axis_name)
+        return deterministic, _layers.fold_axes(key, self.axis_name)
 
     def _apply(self, fn, inputs, rate, deterministic, rngs, **options):
         """``fn(inputs, rate, key=..., deterministic=..., **options)`` with the flag and key resolved."""
-        rate = _layer_utils.resolve_rate(getattr(self, self.rate_field), rate)
+        rate = _layers.resolve_rate(getattr(self, self.rate_field), rate)
         deterministic, key = self._resolve(rate, deterministic, rngs)
         return fn(inputs, rate, key=key, deterministic=deterministic, **options)
 
@@ -587,7 +587,7 @@ class _DropConnect(_Stochastic):
         self._init_stochastic(deterministic, rng_collection, rngs, axis_name)
 
     def _masked_call(self, parent_call, inputs, deterministic, rngs, rate):
-        rate = _layer_utils.resolve_rate(self.rate, rate)
+        rate = _layers.resolve_rate(self.rate, rate)
         deterministic, key = self._resolve(rate, deterministic, rngs)
         if deterministic:
             return parent_call(self, inputs)

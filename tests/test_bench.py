@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from jaxdrop import bench
+from jaxdrop.cli import bench
 
 
 @pytest.fixture(scope="module")

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from jaxdrop import __main__ as cli
-from jaxdrop import _demo
+from jaxdrop import cli
+from jaxdrop.cli import demo as _demo
 
 pytest.importorskip("sklearn")
 

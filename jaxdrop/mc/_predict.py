@@ -1,14 +1,4 @@
-"""Monte Carlo dropout: many stochastic passes in one ``vmap``, chunked, sharded and summarised in bounded memory.
-
-MC dropout (Gal & Ghahramani 2016, "Dropout as a Bayesian Approximation: Representing Model Uncertainty in Deep
-Learning", ICML) keeps dropout on at prediction time and averages ``T`` stochastic passes; their spread is the
-model's uncertainty.
-
-- :func:`sample`: the raw samples of any ``fn(key, *args)``, sample axis first.
-- :func:`predict`: a plain function, a linen module with its variables, or an nnx module, summarised as a
-  :class:`ClassificationPrediction` or :class:`RegressionPrediction`. With ``chunk_size`` the summaries are
-  accumulated chunk by chunk, so ``T = 10_000`` needs the memory of one chunk.
-"""
+"""``jaxdrop.mc.predict``: a function or a Flax model, ``T`` dropout samples, summarised as a prediction object."""
 
 from __future__ import annotations
 
@@ -22,11 +12,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxdrop import _checks, _mc_adapters, _mc_sampling
-from jaxdrop._mc_sampling import sample
-from jaxdrop._mc_stats import ClassificationPrediction, ClassificationStats, RegressionPrediction, RegressionStats
-
-__all__ = ["ClassificationPrediction", "RegressionPrediction", "predict", "sample"]
+from jaxdrop import _checks
+from jaxdrop.mc import _adapters, _sampling
+from jaxdrop.mc._reduce import ClassificationPrediction, ClassificationStats, RegressionPrediction, RegressionStats
 
 TASKS = ("classification", "regression")
 OUTPUTS = ("logits", "probs")
@@ -47,7 +35,7 @@ def _positive_scalar(value: jax.typing.ArrayLike, name: str) -> jax.Array:
 def _predict_impl(static: tuple, dynamic: tuple) -> ClassificationPrediction | RegressionPrediction:
     model_static, num_samples, chunk_size, task, outputs, heteroscedastic, return_samples, mesh, mesh_axis = static
     model_dynamic, inputs, key, labels, targets, tau, target_mean, target_std = dynamic
-    per_sample_fn = _mc_adapters.bind(model_static, model_dynamic)
+    per_sample_fn = _adapters.bind(model_static, model_dynamic)
     reducer: ClassificationStats | RegressionStats
     if task == "classification":
         reducer = ClassificationStats(outputs=outputs, labels=labels)
@@ -58,8 +46,8 @@ def _predict_impl(static: tuple, dynamic: tuple) -> ClassificationPrediction | R
         return per_sample_fn(sample_key, inputs)
 
     if not return_samples:
-        return _mc_sampling.run(per_sample, key, num_samples, chunk_size, reducer, mesh, mesh_axis)
-    samples = _mc_sampling.run(per_sample, key, num_samples, chunk_size, None, mesh, mesh_axis)
+        return _sampling.run(per_sample, key, num_samples, chunk_size, reducer, mesh, mesh_axis)
+    samples = _sampling.run(per_sample, key, num_samples, chunk_size, None, mesh, mesh_axis)
     summary = reducer.finalize(reducer.update(reducer.init(jax.eval_shape(lambda: samples)), samples), num_samples)
     return dataclasses.replace(summary, samples=samples)
 
@@ -152,13 +140,13 @@ def predict(
       >>> bool(jnp.allclose(result.probs.sum(-1), 1.0)) and bool((result.mutual_information > 0).all())
       True
     """
-    num_samples = _mc_sampling.positive_int(num_samples, "num_samples")
-    chunk = _mc_sampling.chunk_length(chunk_size, num_samples)
+    num_samples = _sampling.positive_int(num_samples, "num_samples")
+    chunk = _sampling.chunk_length(chunk_size, num_samples)
     _checks.choice(task, TASKS, "task")
     _checks.choice(outputs, OUTPUTS, "outputs")
     heteroscedastic = _checks.static_bool(heteroscedastic, "heteroscedastic")
     return_samples = _checks.static_bool(return_samples, "return_samples")
-    mesh_axis = _mc_sampling.check_mesh(mesh, mesh_axis)
+    mesh_axis = _sampling.check_mesh(mesh, mesh_axis)
     key = _checks.key(key)
     if task == "classification":
         if targets is not None or tau is not None or heteroscedastic:
@@ -177,9 +165,7 @@ def predict(
     tau = None if tau is None else _positive_scalar(tau, "tau")
     target_std = _positive_scalar(target_std, "target_std")
     target_mean = jnp.asarray(target_mean, jnp.float32)
-    model_static, model_dynamic = _mc_adapters.split_model(
-        model, variables, rng_collection, apply_kwargs, mode_attributes
-    )
+    model_static, model_dynamic = _adapters.split_model(model, variables, rng_collection, apply_kwargs, mode_attributes)
     static = (model_static, num_samples, chunk, task, outputs, heteroscedastic, return_samples, mesh, mesh_axis)
     dynamic = (model_dynamic, inputs, key, labels, targets, tau, target_mean, target_std)
-    return _mc_sampling.call_jitted(_predict_impl, static, dynamic)
+    return _sampling.call_jitted(_predict_impl, static, dynamic)

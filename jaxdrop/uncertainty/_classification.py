@@ -12,7 +12,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from jaxdrop import _stats
-from jaxdrop import _uncertainty_checks as checks
+from jaxdrop.uncertainty import _inputs
 
 
 def predictive_entropy(probs: jax.typing.ArrayLike) -> jax.Array:
@@ -32,7 +32,7 @@ def predictive_entropy(probs: jax.typing.ArrayLike) -> jax.Array:
       >>> [round(h, 4) for h in jaxdrop.uncertainty.predictive_entropy(jnp.array([[0.5, 0.5], [1.0, 0.0]])).tolist()]
       [0.6931, 0.0]
     """
-    return _entropy(checks.probabilities(probs))
+    return _entropy(_inputs.probabilities(probs))
 
 
 # Each metric validates its inputs in Python, then runs one jitted program: evaluated eagerly, a metric is one
@@ -78,7 +78,7 @@ def expected_entropy(sample_probs: jax.typing.ArrayLike) -> jax.Array:
       >>> jaxdrop.uncertainty.expected_entropy(sample_probs).tolist()
       [0.0]
     """
-    return _expected_entropy(checks.probabilities(sample_probs, "sample_probs", min_ndim=2))
+    return _expected_entropy(_inputs.probabilities(sample_probs, "sample_probs", min_ndim=2))
 
 
 def mutual_information(sample_probs: jax.typing.ArrayLike) -> jax.Array:
@@ -98,7 +98,7 @@ def mutual_information(sample_probs: jax.typing.ArrayLike) -> jax.Array:
       >>> round(float(jaxdrop.uncertainty.mutual_information(sample_probs)[0]), 4)  # log 2
       0.6931
     """
-    return _mutual_information(checks.probabilities(sample_probs, "sample_probs", min_ndim=2))
+    return _mutual_information(_inputs.probabilities(sample_probs, "sample_probs", min_ndim=2))
 
 
 def variation_ratio(sample_probs: jax.typing.ArrayLike) -> jax.Array:
@@ -116,7 +116,7 @@ def variation_ratio(sample_probs: jax.typing.ArrayLike) -> jax.Array:
       >>> jaxdrop.uncertainty.variation_ratio(sample_probs).tolist()
       [0.25]
     """
-    return _variation_ratio(checks.probabilities(sample_probs, "sample_probs", min_ndim=2))
+    return _variation_ratio(_inputs.probabilities(sample_probs, "sample_probs", min_ndim=2))
 
 
 def margin(probs: jax.typing.ArrayLike) -> jax.Array:
@@ -133,7 +133,7 @@ def margin(probs: jax.typing.ArrayLike) -> jax.Array:
       >>> round(float(jaxdrop.uncertainty.margin(jnp.array([[0.5, 0.2, 0.3]]))[0]), 4)
       0.2
     """
-    return _margin(checks.probabilities(probs))
+    return _margin(_inputs.probabilities(probs))
 
 
 def bald_top_k(sample_probs: jax.typing.ArrayLike, k: int) -> jax.Array:
@@ -159,10 +159,10 @@ def bald_top_k(sample_probs: jax.typing.ArrayLike, k: int) -> jax.Array:
       >>> jaxdrop.uncertainty.bald_top_k(sample_probs, 1).tolist()
       [1]
     """
-    sample_probs = checks.probabilities(sample_probs, "sample_probs", min_ndim=3)
+    sample_probs = _inputs.probabilities(sample_probs, "sample_probs", min_ndim=3)
     if sample_probs.ndim != 3:
         raise ValueError(
             f"`sample_probs` must have shape (num_samples, pool_size, num_classes); got {sample_probs.shape}."
         )
-    k = checks.int_in_range(k, "k", 1, sample_probs.shape[1])
+    k = _inputs.int_in_range(k, "k", 1, sample_probs.shape[1])
     return lax.top_k(_mutual_information(sample_probs), k)[1]

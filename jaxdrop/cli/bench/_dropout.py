@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxdrop
-from jaxdrop._bench_timing import (
+from jaxdrop.cli.bench._timing import (
     Row,
     Section,
     Settings,

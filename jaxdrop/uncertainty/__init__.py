@@ -13,7 +13,7 @@ can be ``jit``-ed (integer configuration such as ``num_bins``, ``k`` or ``budget
 (probabilities summing to 1, labels in range) run when the inputs are concrete. No Flax import.
 """
 
-from jaxdrop._uncertainty_calibration import (
+from jaxdrop.uncertainty._calibration import (
     ReliabilityDiagram,
     brier_score,
     expected_calibration_error,
@@ -21,7 +21,7 @@ from jaxdrop._uncertainty_calibration import (
     plot_reliability_diagram,
     reliability_diagram,
 )
-from jaxdrop._uncertainty_classification import (
+from jaxdrop.uncertainty._classification import (
     bald_top_k,
     expected_entropy,
     margin,
@@ -29,14 +29,14 @@ from jaxdrop._uncertainty_classification import (
     predictive_entropy,
     variation_ratio,
 )
-from jaxdrop._uncertainty_regression import (
+from jaxdrop.uncertainty._regression import (
     aleatoric_variance,
     epistemic_variance,
     gaussian_log_likelihood,
     predictive_variance,
     rmse,
 )
-from jaxdrop._uncertainty_selective import aurc, flag_for_review, ood_auroc, risk_coverage_curve
+from jaxdrop.uncertainty._selective import aurc, flag_for_review, ood_auroc, risk_coverage_curve
 
 __all__ = [
     "ReliabilityDiagram",

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 from jax.scipy.special import logsumexp
 
 from jaxdrop import _checks, _stats
-from jaxdrop import _uncertainty_checks as checks
+from jaxdrop.uncertainty import _inputs
 
 
 def _samples(samples: jax.typing.ArrayLike, name: str = "samples") -> jax.Array:
@@ -34,7 +34,7 @@ def _noise_log_variance(
         )
     if log_variance is not None:
         log_variance = _samples(log_variance, "log_variance")
-        checks.same_shape(log_variance, samples, "log_variance", "samples")
+        _inputs.same_shape(log_variance, samples, "log_variance", "samples")
         return log_variance
     if _checks.is_static(tau) and not 0.0 < _checks.static_float(tau) < math.inf:
         raise ValueError(f"`tau` must be > 0 and finite; got {_checks.static_float(tau)}.")
@@ -178,5 +178,5 @@ def rmse(predictions: jax.typing.ArrayLike, targets: jax.typing.ArrayLike) -> ja
     """
     predictions = _stats.as_float(_checks.floating_array(predictions, "predictions"))
     targets = _stats.as_float(_checks.floating_array(targets, "targets"))
-    checks.same_shape(predictions, targets, "predictions", "targets")
+    _inputs.same_shape(predictions, targets, "predictions", "targets")
     return jnp.sqrt(jnp.mean(jnp.square(predictions - targets)))

@@ -4,8 +4,6 @@
 with ``jax.eval_shape`` (no computation, nothing in the model changes) and records every call into a jaxdrop layer,
 ``flax.linen.Dropout`` / ``flax.nnx.Dropout`` and Flax's multi-head attention, with the module called next. The
 warnings follow published guidance; each one cites it.
-
-``assert_deterministic(fn, *args)`` fails if ``fn`` (a model in eval mode) still samples random numbers.
 """
 
 from __future__ import annotations
@@ -13,15 +11,12 @@ from __future__ import annotations
 import dataclasses
 import inspect as _pyinspect
 import math
-import sys
-import types
-from collections.abc import Callable, Iterator
 from typing import Any, SupportsFloat, cast
 
 import jax
 import numpy as np
 
-__all__ = ["DropoutSite", "InspectReport", "assert_deterministic", "inspect"]
+__all__ = ["DropoutSite", "InspectReport", "inspect"]
 
 # Thresholds of the warnings, with where they come from.
 DENSE_MAX_RATE = 0.5  # Srivastava et al. 2014 (JMLR 15, §A.4): 0.5 for hidden units is close to optimal; more underfits
@@ -458,125 +453,3 @@ def _site_warnings(calls, index, kind, rate, path, output_ids) -> list[str]:
                 f"BERT; 0.1 on embedding rows in AWD-LSTM, Merity et al. 2018)."
             )
     return warnings
-
-
-# ---------------------------------------------------------------- assert_deterministic
-
-# Primitives that turn a key into random bits. Key plumbing (random_seed, random_wrap, random_split,
-# random_fold_in) produces no random data, so it is allowed.
-_SAMPLING_PRIMITIVES = frozenset({"random_bits", "threefry2x32", "rng_bit_generator", "rng_uniform"})
-
-
-def _describe(source_info, inherited: str) -> str:
-    """Where an equation comes from: the innermost user frame and the innermost Flax/jaxdrop frame."""
-    frames = getattr(getattr(source_info, "traceback", None), "frames", None) or []
-    frames = [frame for frame in frames if "/jax/" not in frame.file_name and "/jaxlib/" not in frame.file_name]
-    if not frames:
-        return inherited  # inside a nested jit: the enclosing equation knows the call site
-    library = [frame for frame in frames if "/flax/" in frame.file_name or "/jaxdrop/" in frame.file_name]
-    user = [frame for frame in frames if frame not in library]
-    parts = []
-    if user:
-        parts.append(f"{user[0].file_name}:{user[0].line_num}")
-    elif inherited != "?":
-        parts.append(inherited.split(" in ")[0])  # the call site known from the enclosing equation
-    if library:
-        # innermost frames first: name the layer (its __call__) when there is one
-        layer = next((frame for frame in library if frame.function_name.endswith("__call__")), library[0])
-        parts.append(f"in {layer.function_name}")
-    return " ".join(parts)
-
-
-def _sampling_sites(jaxpr, inherited: str = "?") -> Iterator[str]:
-    """Yields a description of every equation that samples random bits, in nested jaxprs too."""
-    for eqn in jaxpr.eqns:
-        where = _describe(eqn.source_info, inherited)
-        if eqn.primitive.name in _SAMPLING_PRIMITIVES:
-            yield where
-        for param in eqn.params.values():
-            for sub in param if isinstance(param, (tuple, list)) else (param,):
-                inner = getattr(sub, "jaxpr", sub)  # ClosedJaxpr -> Jaxpr
-                if hasattr(inner, "eqns"):
-                    yield from _sampling_sites(inner, where)
-
-
-def assert_deterministic(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
-    """Fails if ``fn(*args, **kwargs)`` samples random numbers: a model in eval mode must not draw masks.
-
-    Traces ``fn`` (no computation) and looks for primitives that produce random bits, which every active
-    dropout draws (flax's ``bernoulli`` and jaxdrop's fused generator alike). When an argument holds typed PRNG
-    keys, ``fn`` is also run with different keys and its outputs must be identical. NNX modules may be passed as
-    arguments; they are not modified.
-
-    Args:
-      fn: the function to check, e.g. ``lambda x: model.apply(variables, x, train=False)``.
-      *args, **kwargs: its arguments.
-
-    Raises:
-      AssertionError: naming the sites (name stack and source line) that sample, or the outputs that changed.
-
-    Examples:
-      >>> import jax.numpy as jnp, jaxdrop
-      >>> from flax import nnx
-      >>> layer = jaxdrop.nnx.Dropout(0.5, rngs=nnx.Rngs(0))
-      >>> layer.eval()
-      >>> jaxdrop.assert_deterministic(lambda m, x: m(x), layer, jnp.ones(4))
-      >>> layer.train()
-      >>> try:
-      ...     jaxdrop.assert_deterministic(lambda m, x: m(x), layer, jnp.ones(4))
-      ... except AssertionError as err:
-      ...     print(str(err)[:40])
-      fn samples random numbers at 1 site(s) w
-    """
-    pure, state = _purify(fn, args, kwargs)
-    closed = jax.make_jaxpr(pure)(state)
-    sites = sorted(set(_sampling_sites(closed.jaxpr)))
-    if sites:
-        raise AssertionError(
-            f"fn samples random numbers at {len(sites)} site(s) while it should be deterministic (is dropout "
-            f"still active? call model.eval() / pass deterministic=True):\n  " + "\n  ".join(sites)
-        )
-    is_key = lambda leaf: isinstance(leaf, jax.Array) and jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key)
-    if any(is_key(leaf) for leaf in jax.tree.leaves(state)):
-        other = jax.tree.map(lambda leaf: jax.random.fold_in(leaf, 1) if is_key(leaf) else leaf, state)
-        first, second = jax.jit(pure)(state), jax.jit(pure)(other)
-        changed = [
-            jax.tree_util.keystr(path)
-            for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(first), jax.tree.leaves(second), strict=True)
-            if not is_key(a) and not np.array_equal(np.asarray(a), np.asarray(b))  # keys returned may differ
-        ]
-        if changed:
-            raise AssertionError(f"fn's outputs {changed} change with the PRNG keys it is given.")
-
-
-def _purify(fn, args, kwargs):
-    """``fn`` as a pure function of a pytree: NNX modules are split into graph and state (and left untouched)."""
-    from flax import nnx
-
-    graphdefs, states = [], []
-    for arg in (*args, *kwargs.values()):
-        if isinstance(arg, nnx.Module):
-            graphdef, state = nnx.split(arg)
-            graphdefs.append(graphdef)
-            states.append(state)
-        else:
-            graphdefs.append(None)
-            states.append(arg)
-    names = list(kwargs)
-
-    def pure(states):
-        values = [v if g is None else nnx.merge(g, v) for g, v in zip(graphdefs, states, strict=True)]
-        positional, named = values[: len(args)], values[len(args) :]
-        return fn(*positional, **dict(zip(names, named, strict=True)))
-
-    return pure, states
-
-
-class _CallableModule(types.ModuleType):
-    """``jaxdrop.inspect`` is this module and the function at once: ``jaxdrop.inspect(model, ...)``."""
-
-    def __call__(self, model: Any, *inputs: Any, **call_kwargs: Any) -> InspectReport:
-        return inspect(model, *inputs, **call_kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule

@@ -26,15 +26,15 @@ from typing import Any
 
 import jax
 
-from jaxdrop import _bench_dropout, _bench_models
-from jaxdrop._bench_timing import Section, Settings, describe_machine, machine_info, markdown_table
+from jaxdrop.cli.bench import _dropout, _models
+from jaxdrop.cli.bench._timing import Section, Settings, describe_machine, machine_info, markdown_table
 
 SECTIONS: dict[str, Callable[[Settings], Section]] = {
-    "dropout": _bench_dropout.dropout_section,
-    "memory": _bench_dropout.memory_section,
-    "variants": _bench_models.variants_section,
-    "mc": _bench_models.mc_section,
-    "transformer": _bench_models.transformer_section,
+    "dropout": _dropout.dropout_section,
+    "memory": _dropout.memory_section,
+    "variants": _models.variants_section,
+    "mc": _models.mc_section,
+    "transformer": _models.transformer_section,
 }
 README_START, README_END = "<!-- bench:start -->", "<!-- bench:end -->"
 DEFAULT_REPEATS = {"quick": 3, "full": 7}
@@ -45,7 +45,7 @@ QUICK_SECTIONS = ("dropout", "memory", "mc")
 
 def evaluate_targets(sections: dict[str, Section], tiny: bool) -> list[dict[str, Any]]:
     """The foundation and MC issues' targets, each with its measured ratio and PASS/FAIL (or n/a with a reason)."""
-    find = _bench_dropout.find
+    find = _dropout.find
     targets: list[dict[str, Any]] = []
 
     def add(name: str, required: str, measured: float | None, passed: bool | None, detail: str) -> None:
@@ -53,27 +53,27 @@ def evaluate_targets(sections: dict[str, Section], tiny: bool) -> list[dict[str,
         targets.append({"target": name, "required": required, "measured": measured, "status": status, "detail": detail})
 
     dropout = sections.get("dropout")
-    for pass_name, minimum in ((_bench_dropout.FWD, 4.0), (_bench_dropout.FWD_BWD, 3.0)):
+    for pass_name, minimum in ((_dropout.FWD, 4.0), (_dropout.FWD_BWD, 3.0)):
         name = f"{pass_name}: jaxdrop faster than flax.linen.Dropout (f32 MLP tensor, default key)"
         ratios, detail = [], []
         if dropout is not None:
             key = str(jax.random.key_impl(jax.random.key(0)))
             common = {"shape_name": "MLP", "dtype": "f32", "pass": pass_name}
             for rate in sorted({row.labels["rate"] for row in dropout.rows if row.labels.get("rate") is not None}):
-                ours = find(dropout.rows, impl=_bench_dropout.JAXDROP, rate=rate, **common)
-                theirs = find(dropout.rows, impl=_bench_dropout.FLAX, key=key, rate=rate, **common)
+                ours = find(dropout.rows, impl=_dropout.JAXDROP, rate=rate, **common)
+                theirs = find(dropout.rows, impl=_dropout.FLAX, key=key, rate=rate, **common)
                 if ours and theirs and ours.median_s and theirs.median_s:
                     ratios.append(theirs.median_s / ours.median_s)
                     detail.append(f"rate {rate}: {ratios[-1]:.2f}x")
         worst = min(ratios) if ratios else None
         add(name, f">= {minimum:g}x", worst, None if worst is None else worst >= minimum, ", ".join(detail))
-        if pass_name == _bench_dropout.FWD:
+        if pass_name == _dropout.FWD:
             ratios, detail = [], []
             if dropout is not None:
                 floor = find(dropout.rows, impl="floor: x * c", **common)
                 for row in dropout.rows:
                     labels = row.labels
-                    if labels["impl"] == _bench_dropout.JAXDROP and all(labels[k] == v for k, v in common.items()):
+                    if labels["impl"] == _dropout.JAXDROP and all(labels[k] == v for k, v in common.items()):
                         if row.median_s and floor and floor.median_s:
                             ratios.append(row.median_s / floor.median_s)
                             detail.append(f"rate {labels['rate']}: {ratios[-1]:.2f}x")
@@ -88,8 +88,8 @@ def evaluate_targets(sections: dict[str, Section], tiny: bool) -> list[dict[str,
     memory = sections.get("memory")
     measured, passed, memory_detail = None, None, ""
     if memory is not None:
-        ours = find(memory.rows, impl=_bench_dropout.JAXDROP, **{"pass": _bench_dropout.FWD_BWD})
-        theirs = find(memory.rows, impl=_bench_dropout.FLAX, **{"pass": _bench_dropout.FWD_BWD})
+        ours = find(memory.rows, impl=_dropout.JAXDROP, **{"pass": _dropout.FWD_BWD})
+        theirs = find(memory.rows, impl=_dropout.FLAX, **{"pass": _dropout.FWD_BWD})
         if ours and theirs and ours.value is not None and theirs.value is not None:
             measured = ours.value / theirs.value if theirs.value else (0.0 if ours.value == 0 else None)
             passed = None if measured is None else measured <= 0.05

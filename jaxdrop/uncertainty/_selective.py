@@ -15,12 +15,12 @@ import jax
 import jax.numpy as jnp
 
 from jaxdrop import _checks, _stats
-from jaxdrop import _uncertainty_checks as checks
+from jaxdrop.uncertainty import _inputs
 
 
 def _scores(values: jax.typing.ArrayLike, name: str, allow_empty: bool = False) -> jax.Array:
     """A 1-D array of scores or errors: bool, integer or floating point (cast to float inside the jitted core)."""
-    values = checks.vector(values, name, allow_empty)
+    values = _inputs.vector(values, name, allow_empty)
     if jnp.issubdtype(values.dtype, jnp.bool_) or jnp.issubdtype(values.dtype, jnp.integer):
         return values
     return _checks.floating_array(values, name)
@@ -81,7 +81,7 @@ def risk_coverage_curve(uncertainty: jax.typing.ArrayLike, errors: jax.typing.Ar
     """
     uncertainty = _scores(uncertainty, "uncertainty")
     errors = _scores(errors, "errors")
-    checks.same_shape(uncertainty, errors, "uncertainty", "errors")
+    _inputs.same_shape(uncertainty, errors, "uncertainty", "errors")
     return _risk_coverage(uncertainty, errors)
 
 
@@ -128,7 +128,7 @@ def flag_for_review(uncertainty: jax.typing.ArrayLike, budget: float | int) -> j
             f"`budget` must be a float fraction in (0, 1] or an int count in [0, {num_examples}]; got {budget!r}."
         )
     if isinstance(budget, numbers.Integral):
-        count = checks.int_in_range(budget, "budget", 0, num_examples)
+        count = _inputs.int_in_range(budget, "budget", 0, num_examples)
     else:
         if not 0.0 < budget <= 1.0:
             raise ValueError(f"`budget` as a fraction must be in (0, 1]; got {budget}. Pass an int for a count.")

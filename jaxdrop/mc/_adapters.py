@@ -15,8 +15,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from jaxdrop import _mc_sampling
 from jaxdrop.keys import fold_in
+from jaxdrop.mc import _sampling
 
 
 def _is_instance(model: object, module_name: str) -> bool:
@@ -33,7 +33,7 @@ def split_model(
     mode_attributes: Mapping[str, Any] | None,
 ) -> tuple[tuple, Any]:
     """``(static, dynamic)`` parts of ``model``; ``bind(static, dynamic)`` gives ``per_sample(key, inputs)``."""
-    kwargs_static, kwargs_dynamic = _mc_sampling.split_static(dict(apply_kwargs or {}))
+    kwargs_static, kwargs_dynamic = _sampling.split_static(dict(apply_kwargs or {}))
     if _is_instance(model, "flax.linen"):
         if variables is None:
             raise ValueError(
@@ -91,16 +91,16 @@ def bind(static: tuple, dynamic: Any) -> Callable[[jax.Array, Any], Any]:
     kind = static[0]
     if kind == "function":
         _, fn, kwargs_static = static
-        kwargs = _mc_sampling.join_static(kwargs_static, dynamic)
+        kwargs = _sampling.join_static(kwargs_static, dynamic)
         return lambda key, inputs: fn(key, inputs, **kwargs)
     if kind == "linen":
         _, module, rng_collection, kwargs_static = static
         kwargs_dynamic, variables = dynamic
-        kwargs = _mc_sampling.join_static(kwargs_static, kwargs_dynamic)
+        kwargs = _sampling.join_static(kwargs_static, kwargs_dynamic)
         return lambda key, inputs: module.apply(variables, inputs, rngs={rng_collection: key}, **kwargs)
     _, graphdef, attributes, kwargs_static = static
     kwargs_dynamic, (stream_keys, stream_counts, rest) = dynamic
-    kwargs = _mc_sampling.join_static(kwargs_static, kwargs_dynamic)
+    kwargs = _sampling.join_static(kwargs_static, kwargs_dynamic)
 
     def per_sample(key: jax.Array, inputs: Any) -> Any:
         from flax import nnx

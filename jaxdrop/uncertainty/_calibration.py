@@ -15,14 +15,14 @@ import jax
 import jax.numpy as jnp
 
 from jaxdrop import _checks, _stats
-from jaxdrop import _uncertainty_checks as checks
+from jaxdrop.uncertainty import _inputs
 
 BINNINGS = ("uniform", "quantile")
 
 
 def _probs_and_labels(probs: jax.typing.ArrayLike, labels: jax.typing.ArrayLike) -> tuple[jax.Array, jax.Array]:
-    probs = checks.probabilities(probs)
-    return probs, checks.labels(labels, probs.shape[:-1], probs.shape[-1])
+    probs = _inputs.probabilities(probs)
+    return probs, _inputs.labels(labels, probs.shape[:-1], probs.shape[-1])
 
 
 # Validation runs in Python; each metric is then one jitted program (one dispatch when called eagerly).
@@ -119,7 +119,7 @@ def reliability_diagram(
     probs, labels = _probs_and_labels(probs, labels)
     if probs.ndim != 2:
         raise ValueError(f"`probs` must have shape (num_examples, num_classes); got {probs.shape}.")
-    num_bins = checks.int_in_range(num_bins, "num_bins", 1, 2**31 - 1)
+    num_bins = _inputs.int_in_range(num_bins, "num_bins", 1, 2**31 - 1)
     _checks.choice(binning, BINNINGS, "binning")
     return _reliability_diagram(probs, labels, num_bins, binning)
 

@@ -11,8 +11,17 @@ import jax
 import jax.numpy as jnp
 
 import jaxdrop
-from jaxdrop._bench_dropout import FWD, FWD_BWD, compiled_row, find, forward, forward_backward, shape_text
-from jaxdrop._bench_timing import Row, Section, Settings, block, fmt_ratio, fmt_spread, markdown_table, measure_group
+from jaxdrop.cli.bench._dropout import FWD, FWD_BWD, compiled_row, find, forward, forward_backward, shape_text
+from jaxdrop.cli.bench._timing import (
+    Row,
+    Section,
+    Settings,
+    block,
+    fmt_ratio,
+    fmt_spread,
+    markdown_table,
+    measure_group,
+)
 
 # --------------------------------------------------------------------------------------------------------------
 # Transformer training step

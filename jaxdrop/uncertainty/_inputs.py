@@ -1,4 +1,5 @@
-"""Input validation for ``jaxdrop.uncertainty``: errors name the argument, the value and what is accepted.
+"""Input validation for ``jaxdrop.uncertainty`` (the domain checks of this namespace; generic ones are in
+``jaxdrop._checks``): errors name the argument, the value and what is accepted.
 
 Value checks (probabilities in [0, 1] summing to 1) run only on concrete arrays; inside ``jit`` the values are
 traced and only shapes and dtypes can be checked.

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxdrop
-from jaxdrop import _data
+from jaxdrop.cli import datasets
 
 HIDDEN = (256, 256)
 CONFIGS = (("no dropout", 0.0, 0.0), ("dropout 0.2 in / 0.5 hidden", 0.2, 0.5))
@@ -52,7 +52,7 @@ def mlp(params, x, *, key, input_rate, hidden_rate, deterministic=False):
 
 def splits(seed: int, num_splits: int, num_train: int) -> dict[str, np.ndarray]:
     """``num_splits`` random train/test splits of the digits, stacked: ``x_train`` is ``(splits, num_train, 64)``."""
-    images, labels = _data.digits()
+    images, labels = datasets.digits()
     inputs = images.reshape(len(images), -1)
     orders = [np.random.RandomState(seed + s).permutation(len(inputs)) for s in range(num_splits)]
     train, test = np.stack([o[:num_train] for o in orders]), np.stack([o[num_train:] for o in orders])

@@ -1,0 +1,17 @@
+"""Monte Carlo dropout: many stochastic passes in one ``vmap``, chunked, sharded and summarised in bounded memory.
+
+MC dropout (Gal & Ghahramani 2016, "Dropout as a Bayesian Approximation: Representing Model Uncertainty in Deep
+Learning", ICML) keeps dropout on at prediction time and averages ``T`` stochastic passes; their spread is the
+model's uncertainty.
+
+- :func:`sample`: the raw samples of any ``fn(key, *args)``, sample axis first.
+- :func:`predict`: a plain function, a linen module with its variables, or an nnx module, summarised as a
+  :class:`ClassificationPrediction` or :class:`RegressionPrediction`. With ``chunk_size`` the summaries are
+  accumulated chunk by chunk, so ``T = 10_000`` needs the memory of one chunk.
+"""
+
+from jaxdrop.mc._predict import predict
+from jaxdrop.mc._reduce import ClassificationPrediction, RegressionPrediction
+from jaxdrop.mc._sampling import sample
+
+__all__ = ["ClassificationPrediction", "RegressionPrediction", "predict", "sample"]
