@@ -1,17 +1,22 @@
 """Finds every dropout site in a Flax model and reports rates, shapes, stored-mask memory and common mistakes.
 
 ``jaxdrop.inspect(model, variables, *inputs)`` (Linen) or ``jaxdrop.inspect(model, *inputs)`` (NNX) traces one call
-with ``jax.eval_shape`` (no computation, nothing in the model changes) and records every call into a jaxdrop layer,
-``flax.linen.Dropout`` / ``flax.nnx.Dropout`` and Flax's multi-head attention, with the module called next. The
-warnings follow published guidance; each one cites it.
+with ``jax.eval_shape`` (no computation) and records every module call in order: Linen's through
+``nn.intercept_methods``; NNX's on a private copy of the model (``nnx.merge``) whose modules are re-classed to
+recording subclasses for the trace, so the model, its classes and its RNG state are left as they are. The sites are
+the jaxdrop layers, ``flax.linen.Dropout`` / ``flax.nnx.Dropout`` and Flax's multi-head attention; the modules called
+around them drive the warnings, which follow published guidance and cite it.
 """
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
+import functools
 import inspect as _pyinspect
 import math
-from typing import Any, SupportsFloat, cast
+import types
+from typing import Any
 
 import jax
 import numpy as np
@@ -96,6 +101,9 @@ class _Call:
 def inspect(model: Any, *inputs: Any, **call_kwargs: Any) -> InspectReport:
     """Reports every dropout site of a Flax model and warns about common mistakes.
 
+    One call is traced with ``jax.eval_shape``: nothing is computed, and the model, its RNG state and its classes
+    are left as they are.
+
     Args:
       model: a ``flax.linen.Module`` (then the first input is its ``variables``) or a ``flax.nnx.Module``.
       *inputs: ``variables, *args`` for Linen; the call's ``*args`` for NNX.
@@ -130,7 +138,7 @@ def inspect(model: Any, *inputs: Any, **call_kwargs: Any) -> InspectReport:
         if not inputs:
             raise TypeError("inspect(linen_module, variables, *inputs): the variables are missing.")
         calls, output, rates = _trace_linen(model, inputs[0], inputs[1:], call_kwargs)
-        sites = {}
+        sites: dict[tuple, DropoutSite] = {}
     elif isinstance(model, nnx.Module):
         calls, output, rates, sites = _trace_nnx(model, inputs, call_kwargs)
     else:
@@ -148,7 +156,7 @@ def _path_name(path: tuple) -> str:
 def _trace_linen(model, variables, args, kwargs):
     import flax.linen as nn
 
-    calls: list[_Call] = []
+    calls = []
     rngs = kwargs.pop("rngs", None) or {name: jax.random.key(0) for name in ("dropout", "params")}
     kwargs.setdefault("mutable", True)  # BatchNorm statistics, sown values: the trace is discarded anyway
 
@@ -191,52 +199,101 @@ def _trace_nnx(model, args, kwargs):
     from flax import nnx
 
     graphdef, state = nnx.split(model)
-    originals = {tuple(path): module for path, module in nnx.iter_modules(model)}
-    calls: list[_Call] = []
+    recorder = _Recorder(paths={})
+    traced_output = []
 
     def run(state, args):
+        # nnx.merge builds a private copy of the model: only its modules are re-classed, and only for the trace.
         copy = nnx.merge(graphdef, state)
-        paths = {id(module): tuple(path) for path, module in nnx.iter_modules(copy)}
-        classes = {type(module) for _, module in nnx.iter_modules(copy)}
-        stack: list[int] = []
-
-        def wrap(cls):
-            original = cls.__call__
-
-            def recorded(self, *call_args, **call_kwargs):
-                if id(self) not in paths or (stack and stack[-1] == id(self)):  # a subclass calling its parent
-                    return original(self, *call_args, **call_kwargs)
-                call = _Call(paths[id(self)], self, call_args, call_kwargs)
-                calls.append(call)
-                stack.append(id(self))
-                try:
-                    call.output = original(self, *call_args, **call_kwargs)
-                finally:
-                    stack.pop()
-                return call.output
-
-            return recorded
-
-        patched = []
+        modules = [(module, type(module)) for _, module in nnx.iter_modules(copy) if callable(module)]
+        recorder.paths.update({id(module): tuple(path) for path, module in nnx.iter_modules(copy)})
+        token = _RECORDER.set(recorder)
         try:
-            for cls in classes:
-                patched.append((cls, cls.__dict__.get("__call__")))
-                cls.__call__ = wrap(cls)
-            output = copy(*args, **kwargs)
+            for module, cls in modules:
+                # object.__setattr__: Pytree.__setattr__ would also register "__class__" as an attribute.
+                object.__setattr__(module, "__class__", _recording_class(cls))
+            traced_output.append(copy(*args, **kwargs))
         finally:
-            for cls, own in patched:
-                if own is None:
-                    del cls.__call__
-                else:
-                    cls.__call__ = own
-        traced_output.append(output)
-        return output
+            _RECORDER.reset(token)
+            for module, cls in modules:  # the report reads the modules' own classes (names, signatures)
+                object.__setattr__(module, "__class__", cls)
+        return traced_output[-1]
 
-    traced_output = []
     jax.eval_shape(run, state, args)
-    sites = {path: module for path, module in originals.items() if _site_kind(module) is not None}
-    rates = {path: _static_rate(module) for path, module in sites.items()}
-    return calls, traced_output[-1], rates, sites
+    # Every site of the user's model as a row "not called", with its rate read outside the trace (where a learned
+    # rate is concrete); the report replaces the rows of the sites that were called.
+    sites = {}
+    for path, module in nnx.iter_modules(model):
+        if (kind := _site_kind(module)) is not None:
+            layer, rate = type(module).__name__, _static_rate(module)
+            sites[tuple(path)] = DropoutSite(_path_name(path), layer, kind, rate, None, None, 0, False)
+    rates = {path: site.rate for path, site in sites.items()}
+    return recorder.calls, traced_output[-1], rates, sites
+
+
+# How NNX calls are recorded without touching the user's classes: each module of the private copy is re-classed,
+# for the trace, to a subclass of its class whose MRO puts `_Recording` (and its __call__) right after it.
+
+
+@dataclasses.dataclass
+class _Recorder:
+    """The calls of one NNX trace, and the modules of its private copy whose calls it records."""
+
+    paths: dict[int, tuple]  # id of a module of the copy -> its path
+    calls: list[_Call] = dataclasses.field(default_factory=list)
+
+
+# The recorder of the trace running in this thread: the recording classes are shared, the recorders are not.
+_RECORDER: contextvars.ContextVar[_Recorder | None] = contextvars.ContextVar("jaxdrop_inspect", default=None)
+
+
+class _Recording:
+    """Records a call into a module of the private copy, then runs the module's own ``__call__``."""
+
+    __slots__ = ()  # no __dict__ descriptor of its own to shadow the module's
+
+    def __init_subclass__(cls):
+        # Not super(): the hooks of the user's classes (a registry of models...) must not see a private subclass.
+        # It needs only Flax's hook, which registers it as a graph node and a pytree, in the mode of its class.
+        from flax import nnx
+
+        super(nnx.Module, cls).__init_subclass__(pytree=cls._pytree__is_pytree)
+
+    def __call__(self, *args, **kwargs):
+        recorder = _RECORDER.get()
+        if recorder is None or id(self) not in recorder.paths:  # a module made during the trace (by a transform)
+            return super().__call__(*args, **kwargs)
+        call = _Call(recorder.paths[id(self)], self, args, kwargs)
+        recorder.calls.append(call)
+        call.output = super().__call__(*args, **kwargs)
+        return call.output
+
+
+@functools.cache
+def _recording_class(cls: type) -> type:
+    """``cls`` with ``_Recording`` next in its MRO: the class of a module of the private copy during the trace.
+
+    The user's classes, their other instances and other threads never see it, and a subclass calling
+    ``super().__call__`` is recorded once. ``cls`` is its only base, so the instances keep their layout and can be
+    re-classed; ``_Recording`` enters the MRO through the metaclass. One per class (cached): Flax registers every
+    Module subclass for good.
+    """
+    body = {"__module__": cls.__module__, "__qualname__": cls.__qualname__, "__slots__": ()}
+    metaclass = _recording_metaclass(type(cls))
+    return types.new_class(cls.__name__, (cls,), {"metaclass": metaclass}, lambda namespace: namespace.update(body))
+
+
+@functools.cache
+def _recording_metaclass(metaclass: type) -> type:
+    """A subclass of a module metaclass whose classes have ``_Recording`` right after themselves in their MRO."""
+
+    def mro(cls):
+        own, *inherited = super(recording, cls).mro()
+        return [own, _Recording, *inherited]
+
+    body = {"__module__": __name__, "mro": mro}
+    recording = types.new_class(f"Recording{metaclass.__name__}", (metaclass,), {}, lambda ns: ns.update(body))
+    return recording
 
 
 # ---------------------------------------------------------------- what a site is
@@ -260,14 +317,15 @@ def _site_kind(module) -> str | None:
 
 
 def _static_rate(module) -> float | None:
-    from flax import nnx
+    """The rate a module was built with (``dropout_rate`` for attention), or None when it has none or it is traced."""
+    if hasattr(module, "dropout_rate"):
+        return _as_float(module.dropout_rate)
+    return _as_float(getattr(module, getattr(module, "rate_field", "rate"), None))
 
-    if isinstance(module, nnx.MultiHeadAttention) or hasattr(module, "dropout_rate"):
-        value = getattr(module, "dropout_rate", None)
-    else:
-        value = getattr(module, getattr(module, "rate_field", "rate"), None)
+
+def _as_float(value) -> float | None:
     try:
-        return float(cast(SupportsFloat, value))  # the cast is for mypy: float(None) raises TypeError, no rate
+        return float(value)
     except (TypeError, jax.errors.ConcretizationTypeError):
         return None
 
@@ -320,8 +378,8 @@ def _class_names(module) -> set[str]:
     return {cls.__name__ for cls in type(module).__mro__}
 
 
-def _report(calls: list[_Call], output, rates: dict, uncalled: dict) -> InspectReport:
-    """Rows for recorded calls (in call order), then for NNX sites that were never called."""
+def _report(calls: list[_Call], output, rates: dict, sites: dict[tuple, DropoutSite]) -> InspectReport:
+    """Rows for recorded calls (in call order), then the rows of ``sites`` (NNX) that were never called."""
     rows, warnings = [], []
     output_ids = {id(leaf) for leaf in jax.tree.leaves(output)}
     seen = set()
@@ -331,12 +389,13 @@ def _report(calls: list[_Call], output, rates: dict, uncalled: dict) -> InspectR
             continue
         seen.add(call.path)
         path = _path_name(call.path)
-        rate = call.kwargs.get("rate") if call.kwargs.get("rate") is not None else None
-        rate = _as_float(rate) if rate is not None else rates.get(call.path, _static_rate(call.module))
-        deterministic = _deterministic(call)
-        if kind == "attention" and not deterministic:
-            deterministic = not _attention_dropout_active(call)
-        active = not deterministic and rate != 0.0
+        if call.kwargs.get("rate") is not None:  # a call-time rate
+            rate = _as_float(call.kwargs["rate"])
+        elif call.path in rates:  # read outside the trace: a learned rate is traced inside it
+            rate = rates[call.path]
+        else:
+            rate = _static_rate(call.module)
+        active = not _deterministic(call) and rate != 0.0
         shape = _masked_shape(call, kind)
         dtype = str(getattr(call.args[0], "dtype", "")) if call.args else None
         rows.append(
@@ -352,25 +411,8 @@ def _report(calls: list[_Call], output, rates: dict, uncalled: dict) -> InspectR
             )
         )
         warnings += _site_warnings(calls, index, kind, rate, path, output_ids)
-    for path, module in uncalled.items():
-        if path in seen:
-            continue
-        kind = _site_kind(module)
-        if kind is None:  # not reached: `_trace_nnx` keeps only dropout sites
-            continue
-        rows.append(DropoutSite(_path_name(path), type(module).__name__, kind, rates.get(path), None, None, 0, False))
+    rows += [site for path, site in sites.items() if path not in seen]
     return InspectReport(rows, warnings)
-
-
-def _as_float(value) -> float | None:
-    try:
-        return float(value)
-    except (TypeError, jax.errors.ConcretizationTypeError):
-        return None
-
-
-def _attention_dropout_active(call: _Call) -> bool:
-    return bool(_static_rate(call.module))
 
 
 def _next_leaf(calls: list[_Call], index: int) -> _Call | None:
@@ -378,10 +420,10 @@ def _next_leaf(calls: list[_Call], index: int) -> _Call | None:
     own = calls[index].path
     for later in range(index + 1, len(calls)):
         call = calls[later]
-        if call.module is None or call.path[: len(own)] == own:
+        if call.path[: len(own)] == own:
             continue
         following = calls[later + 1] if later + 1 < len(calls) else None
-        if following is None or following.path[: len(call.path)] != call.path or following.module is None:
+        if following is None or following.path[: len(call.path)] != call.path:
             return call
     return None
 
@@ -426,8 +468,8 @@ def _site_warnings(calls, index, kind, rate, path, output_ids) -> list[str]:
         )
     if kind not in ("attention", "dropconnect", "concrete") and in_ids:
         for other in calls:
-            if other is call or other.module is None or call.path[: len(other.path)] == other.path:
-                continue  # itself, the output marker, or an enclosing module
+            if other is call or call.path[: len(other.path)] == other.path:
+                continue  # itself or an enclosing module
             if in_ids <= out_ids:
                 break  # an inactive dropout returns its input: consumers of its output are not a skip path
             if other.args and any(id(arg) in in_ids for arg in other.args[:1]):

@@ -143,3 +143,57 @@ def test_inspect_is_a_function_and_assert_deterministic_lives_in_debug():
     assert jaxdrop.assert_deterministic is jaxdrop.debug.assert_deterministic
     with pytest.raises(TypeError, match=r"flax\.linen\.Module or a flax\.nnx\.Module"):
         jaxdrop.inspect(object())
+
+
+def test_nnx_inspect_changes_no_class_and_records_only_the_model():
+    registry = []
+
+    class Registered(nnx.Module):
+        def __init_subclass__(cls):  # a user's registry of model classes
+            super().__init_subclass__()
+            registry.append(cls)
+
+    class LoudDropout(nnx.Dropout):
+        def __call__(self, inputs, **kwargs):  # a subclass calling its parent: one call, one row
+            return super().__call__(inputs, **kwargs)
+
+    class Probe(Registered):
+        def __init__(self, rngs):
+            self.norm = nnx.BatchNorm(4, rngs=rngs)
+            self.blocks = nnx.List([LoudDropout(0.6, rngs=rngs), nnx.BatchNorm(4, rngs=rngs)])
+            self.heads = nnx.Dict(
+                attn=nnx.MultiHeadAttention(2, 4, dropout_rate=0.1, decode=False, deterministic=False, rngs=rngs)
+            )
+            self.out = jdn.Dropout(0.1, rngs=rngs)
+
+        def __call__(self, x):
+            seen.append((own_calls(), [type(module) for module in (model, model.blocks[0], stranger)]))
+            x = stranger(self.blocks[0](self.norm(x)))  # if the stranger were recorded, dropout would feed it
+            return self.out(self.heads["attn"](self.blocks[1](x)))
+
+    classes = (Probe, Registered, LoudDropout, nnx.Dropout, nnx.BatchNorm, nnx.MultiHeadAttention, jdn.Dropout)
+    own_calls = lambda: [vars(cls).get("__call__") for cls in classes]
+    stranger = nnx.BatchNorm(4, use_running_average=True, rngs=nnx.Rngs(1))  # a model's class, not in the model
+    model, seen, x = Probe(nnx.Rngs(0)), [], jnp.ones((2, 3, 4))
+    values = lambda: jax.tree.leaves(nnx.state(model, nnx.Not(nnx.RngKey)))  # parameters, statistics, RNG counts
+    calls_before, graphdef, registered, values_before = own_calls(), nnx.graphdef(model), list(registry), values()
+    report = jaxdrop.inspect(model, x)
+    # The classes were the same objects inside the traced call as before and after it; the user's modules kept
+    # their classes, no subclass reached the user's registry, and the model's state did not move.
+    assert seen == [(calls_before, [Probe, LoudDropout, nnx.BatchNorm])]
+    assert own_calls() == calls_before and registry == registered == [Probe]
+    assert nnx.graphdef(model) == graphdef
+    assert all(jnp.array_equal(a, b) for a, b in zip(values(), values_before, strict=True))
+    rows = [(r.path, r.layer, r.kind, r.rate, r.input_shape, r.mask_bytes, r.active) for r in report.rows]
+    assert rows == [
+        ("blocks/0", "LoudDropout", "dropout", 0.6, (2, 3, 4), 2 * 3 * 4, True),
+        ("heads/attn", "MultiHeadAttention", "attention", 0.1, (2, 2, 3, 3), 3 * 3 * 4, True),  # one float mask
+        ("out", "Dropout", "dropout", 0.1, (2, 3, 4), 0, True),
+    ]
+    assert [w.split(":")[0] for w in report.warnings] == ["out"]  # on the model output; nothing on blocks/0
+
+
+def test_nnx_learned_rate_is_read_outside_the_trace():
+    model = jdn.ConcreteDropout(nnx.Linear(4, 2, rngs=nnx.Rngs(0)), rngs=nnx.Rngs(0))
+    [row] = jaxdrop.inspect(model, X).rows  # its rate is a function of p_logit, a tracer inside the trace
+    assert (row.path, row.kind, row.rate, row.input_shape) == ("", "concrete", pytest.approx(0.1), (2, 4))
