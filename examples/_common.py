@@ -1,4 +1,7 @@
-"""Helpers shared by the example scripts: command line, progress bars, figures and tables, a dropout MLP.
+"""Helpers shared by the example scripts: command line, figures and tables, batches.
+
+The dropout MLP, its loss, the optimizer step and the progress bar are ``jaxdrop.cli.training``'s (the code
+``python -m jaxdrop demo`` trains with), re-exported here so every example imports its helpers from ``_common``.
 
 Every example is a script with ``main(argv) -> dict`` so ``tests/test_examples.py`` can run its ``--quick`` mode
 in-process and assert on the numbers it returns.
@@ -8,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,26 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-import jaxdrop
+from jaxdrop.cli.training import cross_entropy, gradient_step, init_mlp, mlp, progress
+
+__all__ = [
+    "EXAMPLES_DIR",
+    "RESULTS_DIR",
+    "accuracy",
+    "cross_entropy",
+    "gradient_step",
+    "init_mlp",
+    "markdown_table",
+    "minibatches",
+    "mlp",
+    "out_dir",
+    "parser",
+    "progress",
+    "pyplot",
+    "quick_env",
+    "save_figure",
+    "write_text",
+]
 
 EXAMPLES_DIR = Path(__file__).resolve().parent
 RESULTS_DIR = EXAMPLES_DIR / "results"
@@ -37,13 +58,6 @@ def out_dir(args: argparse.Namespace) -> Path:
     path = Path(args.out)
     path.mkdir(parents=True, exist_ok=True)
     return path
-
-
-def progress(iterable: Iterable | None = None, *, total: int | None = None, desc: str = "", quiet: bool = False):
-    """A tqdm bar on a terminal; silent when ``quiet`` or when stderr is not a TTY (tests, logs)."""
-    from tqdm.auto import tqdm
-
-    return tqdm(iterable, total=total, desc=desc, disable=quiet or not sys.stderr.isatty(), leave=False)
 
 
 def pyplot():
@@ -77,32 +91,6 @@ def markdown_table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
     return "\n".join(lines)
-
-
-def init_mlp(key: jax.Array, sizes: Sequence[int]) -> list[dict[str, jax.Array]]:
-    """He-initialised dense layers ``sizes[0] -> ... -> sizes[-1]``."""
-    keys = jax.random.split(key, len(sizes) - 1)
-    return [
-        {"w": jax.random.normal(k, (m, n)) * jnp.sqrt(2.0 / m), "b": jnp.zeros(n)}
-        for k, m, n in zip(keys, sizes[:-1], sizes[1:], strict=True)
-    ]
-
-
-def mlp(params, x, *, key, input_rate, hidden_rate, deterministic=False):
-    """ReLU MLP with dropout on the input and after every hidden layer; one key per layer via ``fold_in``.
-
-    The rates may be traced, so ``jax.vmap`` over rates trains one network per rate in a single program.
-    """
-    layer_key = lambda i: None if deterministic else jaxdrop.fold_in(key, i)
-    x = jaxdrop.dropout(x, input_rate, key=layer_key(0), deterministic=deterministic)
-    for i, layer in enumerate(params[:-1]):
-        x = jax.nn.relu(x @ layer["w"] + layer["b"])
-        x = jaxdrop.dropout(x, hidden_rate, key=layer_key(i + 1), deterministic=deterministic)
-    return x @ params[-1]["w"] + params[-1]["b"]
-
-
-def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
-    return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), labels[..., None], axis=-1))
 
 
 def accuracy(logits: jax.Array, labels: jax.Array) -> float:

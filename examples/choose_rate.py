@@ -50,10 +50,7 @@ def train_grid(train, rates, seeds, *, hidden, epochs, batch_size, learning_rate
         logits = _common.mlp(p, xb, key=key, input_rate=input_ratio * rate, hidden_rate=rate)
         return _common.cross_entropy(logits, yb)
 
-    def one_model_step(p, s, key, rate, xb, yb):
-        grads = jax.grad(loss_fn)(p, key, rate, xb, yb)
-        updates, s = optimizer.update(grads, s, p)
-        return optax.apply_updates(p, updates), s
+    one_model_step = _common.gradient_step(optimizer, loss_fn)
 
     @jax.jit
     def epoch(params, opt_state, batches, epoch_index):

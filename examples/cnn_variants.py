@@ -69,15 +69,15 @@ def train_and_test(variant, rate, data, *, epochs, batch_size, seed, quiet):
         logits = model.apply({"params": p}, xb, train=True, rngs={"dropout": key})
         return _common.cross_entropy(logits, yb)
 
+    update = _common.gradient_step(optimizer, loss_fn)
+
     @jax.jit
     def epoch(params, opt_state, batches, epoch_index):
         def step(carry, inputs):
             params, opt_state = carry
             batch, i = inputs
             key = jaxdrop.fold_in(jax.random.key(seed + 1), epoch_index, i)
-            grads = jax.grad(loss_fn)(params, key, x_train[batch], y_train[batch])
-            updates, opt_state = optimizer.update(grads, opt_state, params)
-            return (optax.apply_updates(params, updates), opt_state), None
+            return update(params, opt_state, key, x_train[batch], y_train[batch]), None
 
         return jax.lax.scan(step, (params, opt_state), (batches, jnp.arange(len(batches))))[0]
 

@@ -88,13 +88,12 @@ def loss_fn(params, key, xb, yb, num_points):
 @jax.jit
 def run_steps(params, opt_state, xs, ys, step_keys, num_points):
     """A chunk of Adam steps; the batches are gathered on the host, so one program serves every N."""
+    update = _common.gradient_step(OPTIMIZER, loss_fn)
 
     def step(carry, inputs):
         params, opt_state = carry
         xb, yb, key = inputs
-        grads = jax.grad(loss_fn)(params, key, xb, yb, num_points)
-        updates, opt_state = OPTIMIZER.update(grads, opt_state, params)
-        return (optax.apply_updates(params, updates), opt_state), None
+        return update(params, opt_state, key, xb, yb, num_points), None
 
     return jax.lax.scan(step, (params, opt_state), (xs, ys, step_keys))[0]
 

@@ -76,10 +76,7 @@ def train(model, data, rates, *, epochs, batch_size, seed, quiet):
         logits = model.apply({"params": p}, xb, rate=rate, train=True, rngs={"dropout": key})
         return _common.cross_entropy(logits, yb)
 
-    def one_model(p, s, key, rate, xb, yb):
-        grads = jax.grad(loss_fn)(p, key, rate, xb, yb)
-        updates, s = optimizer.update(grads, s, p)
-        return optax.apply_updates(p, updates), s
+    one_model = _common.gradient_step(optimizer, loss_fn)
 
     @jax.jit
     def epoch(params, opt_state, batches, epoch_index):

@@ -96,6 +96,8 @@ def train(mode, rate, data, args):
     def loss_fn(p, key, batch):
         return sequence_loss(forward(p, batch[:, :-1], mode=mode, rate=rate, key=key), batch[:, 1:])
 
+    update = _common.gradient_step(optimizer, loss_fn)
+
     @jax.jit
     def train_chunk(params, opt_state, steps):
         def step(carry, step_index):
@@ -103,9 +105,7 @@ def train(mode, rate, data, args):
             key = jaxdrop.fold_in(jax.random.key(args.seed + 1), step_index)
             starts = jax.random.randint(key, (args.batch_size,), 0, len(data["train"]) - args.context - 1)
             batch = jax.vmap(lambda s: jax.lax.dynamic_slice_in_dim(train_array, s, args.context + 1))(starts)
-            grads = jax.grad(loss_fn)(params, jaxdrop.fold_in(key, "dropout"), batch)
-            updates, opt_state = optimizer.update(grads, opt_state, params)
-            return (optax.apply_updates(params, updates), opt_state), None
+            return update(params, opt_state, jaxdrop.fold_in(key, "dropout"), batch), None
 
         return jax.lax.scan(step, (params, opt_state), steps)[0]
 

@@ -74,12 +74,13 @@ def train_with_dropout(key, x, y, rate, steps):
     (Polyak averaging) removes the noise of the stochastic gradients."""
     optimizer = optax.adam(optax.cosine_decay_schedule(0.05, steps, alpha=0.01))
     w = jnp.zeros(x.shape[1])
+    update = _common.gradient_step(
+        optimizer, lambda w, i: dropout_loss(jaxdrop.fold_in(key, i), x, y, w, rate, True) / len(y)
+    )
 
     def step(carry, i):
         w, state, w_sum = carry
-        grad = jax.grad(lambda w: dropout_loss(jaxdrop.fold_in(key, i), x, y, w, rate, True) / len(y))(w)
-        updates, state = optimizer.update(grad, state, w)
-        w = optax.apply_updates(w, updates)
+        w, state = update(w, state, i)
         w_sum = w_sum + jnp.where(i >= steps // 2, w, 0.0)
         return (w, state, w_sum), None
 

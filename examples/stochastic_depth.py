@@ -88,18 +88,15 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     def loss_fn(p, key, r, xb, yb):
         return _common.cross_entropy(forward(p, xb, r, key=key), yb)
 
-    def one_model(p, s, r, key, xb, yb):
-        grads = jax.grad(loss_fn)(p, key, r, xb, yb)
-        updates, s = optimizer.update(grads, s, p)
-        return optax.apply_updates(p, updates), s
+    one_model = _common.gradient_step(optimizer, loss_fn)
 
     @jax.jit
     def epoch(params, opt_state, batches, epoch_index):
         def step(carry, inputs):
             batch, i = inputs
             key = jaxdrop.fold_in(jax.random.key(args.seed + 1), epoch_index, i)
-            carry = jax.vmap(one_model, in_axes=(0, 0, 0, None, None, None))(
-                *carry, rates, key, x_train[batch], y_train[batch]
+            carry = jax.vmap(one_model, in_axes=(0, 0, None, 0, None, None))(
+                *carry, key, rates, x_train[batch], y_train[batch]
             )
             return carry, None
 

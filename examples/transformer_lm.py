@@ -116,10 +116,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         logits = forward(p, batch[:, :-1], rate=rate, key=key, heads=args.heads)
         return sequence_loss(logits, batch[:, 1:])
 
-    def one_model(p, s, rate, key, batch):
-        grads = jax.grad(loss_fn)(p, rate, key, batch)
-        updates, s = optimizer.update(grads, s, p)
-        return optax.apply_updates(p, updates), s
+    one_model = _common.gradient_step(optimizer, loss_fn)
 
     train_array = jnp.asarray(train_tokens)
 

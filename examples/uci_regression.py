@@ -116,6 +116,8 @@ def train_splits(data, *, rate, tau, hidden, epochs, batch_size, seed, quiet):
         mse = jnp.sum(valid * (pred - yb) ** 2) / jnp.sum(valid)
         return mse + weight_decay * (jnp.sum(p["w1"] ** 2) + jnp.sum(p["w2"] ** 2))
 
+    update = _common.gradient_step(optimizer, loss_fn)
+
     def split_epoch(p, s, x, y, split_key, epoch):
         epoch_key = jaxdrop.fold_in(split_key, epoch)
         order = jnp.concatenate([jax.random.permutation(epoch_key, num_train), jnp.zeros(padded - num_train, int)])
@@ -125,9 +127,7 @@ def train_splits(data, *, rate, tau, hidden, epochs, batch_size, seed, quiet):
             p, s = carry
             batch = jax.lax.dynamic_slice_in_dim(order, i * batch_size, batch_size)
             vb = jax.lax.dynamic_slice_in_dim(valid, i * batch_size, batch_size)
-            grads = jax.grad(loss_fn)(p, jaxdrop.fold_in(epoch_key, "dropout", i), x[batch], y[batch], vb)
-            updates, s = optimizer.update(grads, s, p)
-            return (optax.apply_updates(p, updates), s), None
+            return update(p, s, jaxdrop.fold_in(epoch_key, "dropout", i), x[batch], y[batch], vb), None
 
         (p, s), _ = jax.lax.scan(step, (p, s), jnp.arange(steps_per_epoch))
         return p, s

@@ -1,13 +1,27 @@
-"""The benchmark script keeps working: a tiny ``--quick`` run writes well-formed JSON and markdown.
+"""The benchmark keeps working: a tiny ``--quick`` run writes well-formed JSON and markdown, and the repository's
+``benchmarks/run.py`` splices the report into a README.
 
 Timings are never asserted (the machine is shared and noisy); only the structure of the report is.
 """
 
+import importlib.util
 import json
+from pathlib import Path
 
 import pytest
 
 from jaxdrop.cli import bench
+
+RUN_SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "run.py"
+
+
+@pytest.fixture(scope="module")
+def run_script():
+    """``benchmarks/run.py``, imported by path (it is repository tooling, not part of the package)."""
+    spec = importlib.util.spec_from_file_location("jaxdrop_benchmarks_run", RUN_SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(scope="module")
@@ -71,15 +85,28 @@ def test_markdown_sections(report):
         assert heading in markdown
 
 
-def test_update_readme_splices_between_markers(tmp_path):
+def test_update_readme_splices_between_markers(tmp_path, run_script):
+    start, end = run_script.README_START, run_script.README_END
     readme = tmp_path / "README.md"
-    readme.write_text(f"intro\n{bench.README_START}\nold\n{bench.README_END}\nrest\n")
-    assert bench.update_readme(readme, "new table")
-    assert readme.read_text() == f"intro\n{bench.README_START}\nnew table\n{bench.README_END}\nrest\n"
+    readme.write_text(f"intro\n{start}\nold\n{end}\nrest\n")
+    assert run_script.update_readme(readme, "new table")
+    assert readme.read_text() == f"intro\n{start}\nnew table\n{end}\nrest\n"
     plain = tmp_path / "PLAIN.md"
     plain.write_text("no markers\n")
-    assert not bench.update_readme(plain, "new table")
+    assert not run_script.update_readme(plain, "new table")
     assert plain.read_text() == "no markers\n"
+
+
+def test_run_script_puts_the_report_into_the_readme(tmp_path, run_script):
+    start, end = run_script.README_START, run_script.README_END
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{start}\nold\n{end}\nrest\n")
+    argv = ["--quick", "--tiny", "--repeats", "1", "--sections", "memory", "--update-readme", str(readme)]
+    assert run_script.main(argv) == 0
+    text = readme.read_text()
+    assert text.startswith(f"intro\n{start}\nMachine: ") and text.endswith(f"\n{end}\nrest\n")
+    assert f"Command: `python benchmarks/run.py {' '.join(argv)}`" in text
+    assert "### Temp memory" in text and "\nold\n" not in text
 
 
 def test_bad_arguments_are_rejected():

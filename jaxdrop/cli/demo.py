@@ -1,12 +1,14 @@
 """``python -m jaxdrop demo``: dropout closes the overfitting gap, then MC dropout says which answers to check.
 
-1. The same MLP (64-512-512-10, ReLU) is trained twice on 300 of scikit-learn's bundled 8x8 digits, once without
+1. The same MLP (64-256-256-10, ReLU) is trained twice on 300 of scikit-learn's bundled 8x8 digits, once without
    dropout and once with dropout 0.2 on the input and 0.5 on the hidden layers (Srivastava et al. 2014). Both runs
    are one program: the rates are traced, so ``jax.vmap`` trains both networks side by side.
 2. The dropout network is then used with MC dropout (Gal & Ghahramani 2016): T stochastic forward passes per test
    image, predictive entropy as the uncertainty, and the most uncertain images sent for human review.
 
-Every number printed is computed by this run; seeds are fixed, so re-running prints the same table.
+Every number printed is computed by this run; seeds are fixed, so re-running prints the same table. The MLP and
+its training step are ``jaxdrop.cli.training``'s, shared with the example scripts. Needs the ``examples`` extra
+(scikit-learn for the data, optax for Adam; matplotlib for ``--plot``, tqdm for a progress bar).
 """
 
 from __future__ import annotations
@@ -22,32 +24,14 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxdrop
-from jaxdrop.cli import datasets
+from jaxdrop.cli import datasets, training
+from jaxdrop.cli._extras import require
 
 HIDDEN = (256, 256)
 CONFIGS = (("no dropout", 0.0, 0.0), ("dropout 0.2 in / 0.5 hidden", 0.2, 0.5))
 REVIEW_FRACTIONS = (0.0, 0.05, 0.10, 0.20)
 # --quick (and the tests): fewer splits, fewer epochs at a higher learning rate, fewer MC samples
 QUICK: dict[str, Any] = {"num_splits": 2, "epochs": 120, "learning_rate": 3e-3, "num_samples": 30}
-
-
-def init_mlp(key: jax.Array, sizes: Sequence[int]) -> list[dict[str, jax.Array]]:
-    """He-initialised dense layers ``sizes[0] -> ... -> sizes[-1]``."""
-    keys = jax.random.split(key, len(sizes) - 1)
-    return [
-        {"w": jax.random.normal(k, (m, n)) * jnp.sqrt(2.0 / m), "b": jnp.zeros(n)}
-        for k, m, n in zip(keys, sizes[:-1], sizes[1:], strict=True)
-    ]
-
-
-def mlp(params, x, *, key, input_rate, hidden_rate, deterministic=False):
-    """Dropout on the input and after every hidden ReLU; one key per layer via ``jaxdrop.fold_in``."""
-    layer_key = lambda i: None if deterministic else jaxdrop.fold_in(key, i)
-    x = jaxdrop.dropout(x, input_rate, key=layer_key(0), deterministic=deterministic)
-    for i, layer in enumerate(params[:-1]):
-        x = jax.nn.relu(x @ layer["w"] + layer["b"])
-        x = jaxdrop.dropout(x, hidden_rate, key=layer_key(i + 1), deterministic=deterministic)
-    return x @ params[-1]["w"] + params[-1]["b"]
 
 
 def splits(seed: int, num_splits: int, num_train: int) -> dict[str, np.ndarray]:
@@ -62,22 +46,22 @@ def splits(seed: int, num_splits: int, num_train: int) -> dict[str, np.ndarray]:
 def train_all(data, *, seed, epochs, batch_size, learning_rate, progress=True):
     """Trains one network per (split, row of ``CONFIGS``) in a single program: ``vmap`` over models whose dropout
     rates are traced values. Both configurations of a split start from the same initial weights."""
-    import optax
-
+    optax = require("optax", "the demo's training")
     num_splits, num_train, num_inputs = data["x_train"].shape
     num_configs = len(CONFIGS)
     split_of_model = np.repeat(np.arange(num_splits), num_configs)
     rates = jnp.tile(jnp.array([[cfg[1], cfg[2]] for cfg in CONFIGS], jnp.float32), (num_splits, 1))
     init_keys = jax.vmap(lambda s: jax.random.key(seed + s))(jnp.asarray(split_of_model))
-    params = jax.vmap(lambda k: init_mlp(k, (num_inputs, *HIDDEN, 10)))(init_keys)
+    params = jax.vmap(lambda k: training.init_mlp(k, (num_inputs, *HIDDEN, 10)))(init_keys)
     optimizer = optax.adam(learning_rate)
     opt_state = jax.vmap(optimizer.init)(params)
     steps_per_epoch = num_train // batch_size
     x_train, y_train = jnp.asarray(data["x_train"][split_of_model]), jnp.asarray(data["y_train"][split_of_model])
 
     def loss_fn(params, key, rate, xb, yb):
-        logits = mlp(params, xb, key=key, input_rate=rate[0], hidden_rate=rate[1])
-        return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), yb[:, None], axis=-1))
+        return training.cross_entropy(training.mlp(params, xb, key=key, input_rate=rate[0], hidden_rate=rate[1]), yb)
+
+    one_model = training.gradient_step(optimizer, loss_fn)
 
     def step(carry, step_index):
         params, opt_state, key = carry
@@ -85,13 +69,9 @@ def train_all(data, *, seed, epochs, batch_size, learning_rate, progress=True):
         order = jax.random.permutation(epoch_key, num_train)
         batch = jax.lax.dynamic_slice_in_dim(order, (step_index % steps_per_epoch) * batch_size, batch_size)
         dropout_key = jaxdrop.fold_in(key, "dropout", step_index)
-
-        def one_model(p, s, rate, x, y):
-            grads = jax.grad(loss_fn)(p, dropout_key, rate, x[batch], y[batch])
-            updates, s = optimizer.update(grads, s, p)
-            return optax.apply_updates(p, updates), s
-
-        params, opt_state = jax.vmap(one_model)(params, opt_state, rates, x_train, y_train)
+        params, opt_state = jax.vmap(one_model, in_axes=(0, 0, None, 0, 0, 0))(
+            params, opt_state, dropout_key, rates, x_train[:, batch], y_train[:, batch]
+        )
         return (params, opt_state, key), None
 
     @jax.jit
@@ -104,28 +84,14 @@ def train_all(data, *, seed, epochs, batch_size, learning_rate, progress=True):
     num_chunks = 10
     chunk_steps = max(1, total_steps // num_chunks)
     key = jax.random.key(seed + 1000)
-    bar = _progress(num_chunks * chunk_steps, f"training {len(rates)} MLPs in one vmap", progress)
+    bar = training.progress(
+        total=num_chunks * chunk_steps, desc=f"training {len(rates)} MLPs in one vmap", quiet=not progress
+    )
     for chunk in range(num_chunks):
         params, opt_state = run_chunk(params, opt_state, chunk * chunk_steps, key)
         bar.update(chunk_steps)
     bar.close()
     return params, rates
-
-
-def _progress(total: int, desc: str, enabled: bool):
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:  # tqdm is optional for the demo
-
-        class _Silent:
-            def update(self, n):
-                pass
-
-            def close(self):
-                pass
-
-        return _Silent()
-    return tqdm(total=total, desc=desc, disable=not enabled or not sys.stderr.isatty(), leave=False)
 
 
 def mc_predict(params, x, labels, *, key, rate, num_samples):
@@ -135,7 +101,9 @@ def mc_predict(params, x, labels, *, key, rate, num_samples):
 
     def classifier(sample_key, inputs):
         params, x = inputs
-        return jax.vmap(lambda p, x: mlp(p, x, key=sample_key, input_rate=rate[0], hidden_rate=rate[1]))(params, x)
+        return jax.vmap(lambda p, x: training.mlp(p, x, key=sample_key, input_rate=rate[0], hidden_rate=rate[1]))(
+            params, x
+        )
 
     return mc.predict(classifier, (params, x), key=key, num_samples=num_samples, chunk_size=25, labels=labels)
 
@@ -186,10 +154,8 @@ def run(
 
     @jax.vmap
     def evaluate(p, x, y):
-        logits = mlp(p, x, key=None, input_rate=0.0, hidden_rate=0.0, deterministic=True)
-        log_probs = jax.nn.log_softmax(logits)
-        nll = -jnp.mean(jnp.take_along_axis(log_probs, y[:, None], axis=-1))
-        return jnp.mean(jnp.argmax(logits, -1) == y), nll
+        logits = training.mlp(p, x, key=None, input_rate=0.0, hidden_rate=0.0, deterministic=True)
+        return jnp.mean(jnp.argmax(logits, -1) == y), training.cross_entropy(logits, y)
 
     model_split = np.repeat(np.arange(num_splits), num_configs)
     metrics = {
@@ -268,8 +234,7 @@ def format_report(results: dict[str, Any]) -> str:
 
 def save_plot(results: dict[str, Any], path: str) -> None:
     """Two panels: predictive entropy of right vs wrong answers, and accuracy vs fraction sent for review."""
-    import matplotlib
-
+    matplotlib = require("matplotlib", "the demo's --plot")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

@@ -33,7 +33,7 @@ MiB = 2**20
 
 
 def shapes(settings: Settings) -> dict[str, tuple[int, ...]]:
-    """Tensor shapes for this backend: the foundation targets' 4096x4096 everywhere, bigger ones on accelerators."""
+    """Tensor shapes for this backend: the targets' 4096x4096 MLP tensor everywhere, bigger ones on accelerators."""
     if settings.tiny:
         return {"MLP": (64, 64), "attention": (2, 2, 16, 16), "memory": (2, 2, 16, 16)}
     if settings.backend == "cpu":

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import importlib
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -11,7 +10,16 @@ import jax
 import jax.numpy as jnp
 
 import jaxdrop
-from jaxdrop.cli.bench._dropout import FWD, FWD_BWD, compiled_row, find, forward, forward_backward, shape_text
+from jaxdrop.cli.bench._dropout import (
+    FWD,
+    FWD_BWD,
+    compiled_row,
+    find,
+    forward,
+    forward_backward,
+    optional_module,
+    shape_text,
+)
 from jaxdrop.cli.bench._timing import (
     Row,
     Section,
@@ -83,8 +91,6 @@ def _make_transformer(sizes: dict[str, int], impl: str, rate: float):
 
 def transformer_section(settings: Settings) -> Section:
     """A training step (forward, backward, AdamW) with dropout everywhere: the share of the step spent in dropout."""
-    import optax
-
     sizes = _transformer_sizes(settings)
     rate = 0.1
     section = Section(
@@ -93,6 +99,10 @@ def transformer_section(settings: Settings) -> Section:
         + ", ".join(f"{k} {v}" for k, v in sizes.items())
         + ")",
     )
+    optax, reason = optional_module("optax")
+    if optax is None:
+        section.notes.append(f'Not run: {reason}; the AdamW step needs it: pip install "jaxdrop[compare]".')
+        return section
     tokens = jax.random.randint(jax.random.key(0), (sizes["batch"], sizes["seq"]), 0, sizes["vocab"])
     optimizer = optax.adamw(1e-3)
     # Dropout has no parameters, so one initialisation serves the three models; jit keeps init to one compile.
@@ -168,21 +178,15 @@ def mc_section(settings: Settings) -> Section:
     """MC dropout predictions: jaxdrop.mc against a Python loop over keys and ``vmap`` over keys of a flax model."""
     import flax.linen as nn
 
+    import jaxdrop.linen
+
     sizes = _mc_sizes(settings)
     rate = 0.5
     title = "Monte Carlo dropout prediction, 3-hidden-layer MLP, dropout before the head ("
     section = Section("mc", title + ", ".join(f"{k} {v}" for k, v in sizes.items()) + f", rate {rate})")
-    try:
-        mc = importlib.import_module("jaxdrop.mc")
-        jaxdrop_layer = importlib.import_module("jaxdrop.linen").Dropout
-    except Exception as error:  # the module is optional to this benchmark: its rows are skipped, not fatal
-        section.notes.append(f"jaxdrop.mc not available ({type(error).__name__}: {error}); MC rows skipped.")
-        section.markdown = ""
-        return section
-
     inputs = jax.random.normal(jax.random.key(0), (sizes["batch"], sizes["inputs"]))
     flax_model = _make_mlp(sizes, nn.Dropout, rate)
-    jaxdrop_model = _make_mlp(sizes, jaxdrop_layer, rate)
+    jaxdrop_model = _make_mlp(sizes, jaxdrop.linen.Dropout, rate)
     variables = jax.jit(flax_model.init)(jax.random.key(1), inputs)  # both models have the same parameter tree
     key = jax.random.key(2)
     counts = (50,) if settings.tiny or settings.quick else (50, 1000)
@@ -199,7 +203,7 @@ def mc_section(settings: Settings) -> Section:
         labels = {"samples": num_samples}
 
         def predict(variables, inputs, key, num_samples=num_samples, chunk_size=None):
-            return mc.predict(
+            return jaxdrop.mc.predict(
                 jaxdrop_model,
                 inputs,
                 key=key,
@@ -213,7 +217,7 @@ def mc_section(settings: Settings) -> Section:
             def per_sample(sample_key, variables, inputs):
                 return jaxdrop_model.apply(variables, inputs, deterministic=False, rngs={"dropout": sample_key})
 
-            return mc.sample(per_sample, key, num_samples, variables, inputs)
+            return jaxdrop.mc.sample(per_sample, key, num_samples, variables, inputs)
 
         def flax_vmap(variables, inputs, key, num_samples=num_samples):
             keys = jax.random.split(key, num_samples)
@@ -304,21 +308,16 @@ def reference_dropblock(x: jax.Array, key: jax.Array, rate: float, block_size: i
     return x * keep * (keep.size / jnp.sum(keep))
 
 
-Impls = dict[str, Callable[..., jax.Array] | str]
+Impls = dict[str, Callable[..., jax.Array]]
 VariantImpls = dict[str, Impls]
 
 
 def _variant_impls(rate: float, block_size: int, per_head_masks: bool) -> VariantImpls:
-    """variant -> {implementation -> (x, key) -> y, or the reason it is absent}."""
+    """variant -> {implementation -> (x, key) -> y}."""
     import flax.linen as nn
 
-    def available(name: str) -> Callable[..., jax.Array] | str:
-        return getattr(jaxdrop, name, f"jaxdrop.{name} not available")
-
-    def jaxdrop_call(name: str, generator: str = "fast", **kwargs: Any) -> Callable[..., jax.Array] | str:
-        fn = available(name)
-        if isinstance(fn, str):
-            return fn
+    def jaxdrop_call(name: str, generator: str = "fast", **kwargs: Any) -> Callable[..., jax.Array]:
+        fn = getattr(jaxdrop, name)
         return lambda x, key: fn(x, rate, key=key, generator=generator, **kwargs)
 
     spatial: Impls = {
@@ -339,11 +338,8 @@ def _variant_impls(rate: float, block_size: int, per_head_masks: bool) -> Varian
         "jaxdrop.dropblock (jax)": jaxdrop_call("dropblock", "jax", block_size=block_size),
         "DropBlock paper algorithm in jnp": lambda x, key: reference_dropblock(x, key, rate, block_size),
     }
-    attention_fn = available("dot_product_attention")
 
-    def attention(fn: Any, **kwargs: Any) -> Callable[..., jax.Array] | str:
-        if isinstance(fn, str):
-            return fn
+    def attention(fn: Any, **kwargs: Any) -> Callable[..., jax.Array]:
         return lambda qkv, key: fn(*qkv, dropout_rng=key, dropout_rate=rate, deterministic=False, **kwargs)
 
     out: VariantImpls = {
@@ -354,9 +350,11 @@ def _variant_impls(rate: float, block_size: int, per_head_masks: bool) -> Varian
     for variant, broadcast in (("attention dropout", True), ("attention dropout, per-head masks", False)):
         if broadcast or per_head_masks:
             out[variant] = {
-                "jaxdrop.dot_product_attention (fast)": attention(attention_fn, broadcast_dropout=broadcast),
+                "jaxdrop.dot_product_attention (fast)": attention(
+                    jaxdrop.dot_product_attention, broadcast_dropout=broadcast
+                ),
                 "jaxdrop.dot_product_attention (jax)": attention(
-                    attention_fn, broadcast_dropout=broadcast, generator="jax"
+                    jaxdrop.dot_product_attention, broadcast_dropout=broadcast, generator="jax"
                 ),
                 "flax.linen.dot_product_attention": attention(nn.dot_product_attention, broadcast_dropout=broadcast),
             }
@@ -394,9 +392,6 @@ def variants_section(settings: Settings) -> Section:
         rows = []
         for impl_name, impl in impls.items():
             labels = {"variant": variant, "impl": impl_name, "shape": shape_label}
-            if isinstance(impl, str):
-                rows += [Row({**labels, "pass": FWD}, note=impl), Row({**labels, "pass": FWD_BWD}, note=impl)]
-                continue
             try:
                 if not settings.tiny:  # the smoke test compiles fwd+bwd only (which contains the forward)
                     rows.append(compiled_row({**labels, "pass": FWD}, forward(impl), x, key, w))

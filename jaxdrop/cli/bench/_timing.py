@@ -1,4 +1,4 @@
-"""Timing and machine description for ``jaxdrop.bench``: rows measured side by side, in alternation.
+"""Timing and machine description for ``python -m jaxdrop bench``: rows measured side by side, in alternation.
 
 Every row of a group is compiled and warmed up first; then each repeat times one sample of every row in turn
 (starting from a different row each repeat), so slow drift of a shared machine hits all rows alike and the
