@@ -1,6 +1,8 @@
-"""What the Flax layers of ``jaxdrop.linen`` and ``jaxdrop.nnx`` share: when a key is needed and how it is made.
+"""What the layers of ``jaxdrop.linen``, ``jaxdrop.nnx`` and ``jaxdrop.equinox`` share: when a key is needed and
+how it is made.
 
-No maths lives here: the layers resolve their flag, obtain a key with these helpers and call the functional core.
+No maths lives here: with these helpers a layer decides whether it needs a key and derives it; the maths is in
+``jaxdrop.functional``.
 """
 
 from __future__ import annotations
@@ -12,23 +14,6 @@ import numpy as np
 from jax import lax
 
 from jaxdrop import _checks
-
-# The dropout families reported by ``jaxdrop.inspect``; each layer names its own in ``kind``.
-KINDS: tuple[str, ...] = (
-    "dropout",
-    "spatial",
-    "alpha",
-    "gaussian",
-    "noise",
-    "drop_path",
-    "dropblock",
-    "locked",
-    "token",
-    "word",
-    "dropconnect",
-    "concrete",
-    "attention",
-)
 
 
 def needs_key(rate: jax.typing.ArrayLike, deterministic: bool, key_free_rates: Sequence[float] = (0.0, 1.0)) -> bool:
@@ -58,8 +43,3 @@ def fold_axes(key: jax.Array, axis_name: str | Sequence[str] | None) -> jax.Arra
     for name in (axis_name,) if isinstance(axis_name, str) else tuple(axis_name):
         key = jax.random.fold_in(key, lax.axis_index(name))
     return key
-
-
-def resolve_rate(default: jax.typing.ArrayLike, override: jax.typing.ArrayLike | None) -> jax.typing.ArrayLike:
-    """The call-time rate when given (it may be traced, e.g. a schedule), else the layer's own."""
-    return default if override is None else override

@@ -14,6 +14,7 @@ Equinox is an optional dependency: only this module imports it.
 
 from __future__ import annotations
 
+import abc
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -48,50 +49,22 @@ def _static(default: Any, **kwargs: Any) -> Any:
 
 
 class _Stochastic(eqx.Module):
-    """Shared plumbing; subclasses declare the fields ``p`` and ``inference`` and call ``_apply``."""
+    """Shared plumbing: the documented ``__call__`` resolves the flag, checks the key and calls ``_forward``, each
+    layer's one call into ``jaxdrop.functional``. Subclasses declare the fields ``p``, ``inference`` and
+    ``generator``."""
 
     p: eqx.AbstractVar[jax.typing.ArrayLike]
     inference: eqx.AbstractVar[bool]
     generator: eqx.AbstractVar[_masks.Generator]
 
-    def __check_init__(self):
+    def __check_init__(self) -> None:
         # Fail at construction, with the field's name, rather than at the first call.
         if _checks.is_static(self.p):
             _checks.probability(self.p, "p")
         _checks.choice(self.generator, _masks.GENERATORS, "generator")
 
-    def _apply(
-        self,
-        fn: Callable[..., jax.Array],
-        x: jax.typing.ArrayLike,
-        key: jax.Array | None,
-        inference: bool | None,
-        *,
-        add_batch_axis: bool = False,
-        **options: Any,
-    ) -> jax.Array:
-        """``fn(x, self.p, key=key, deterministic=inference, **options)`` with the flag resolved and the key checked.
-
-        ``add_batch_axis=True`` is for functions whose axis 0 is the batch: an Equinox layer sees one example (the
-        model is ``jax.vmap``-ed over the batch), so ``x`` gets a batch axis of size 1 for the call.
-        """
-        name = type(self).__name__
-        inference = _checks.static_bool(self.inference if inference is None else inference, "inference")
-        if key is None and _layers.needs_key(self.p, inference, _KEY_FREE_RATES):
-            raise RuntimeError(f"{name} requires a key when running in non-deterministic mode.")
-        options.update(key=key, deterministic=inference, generator=self.generator)
-        with jax.named_scope(f"jaxdrop.equinox.{name}"):
-            if add_batch_axis:
-                return fn(jnp.asarray(x)[None], self.p, **options)[0]
-            return fn(x, self.p, **options)
-
-
-def _batched(axis: int) -> int:
-    """An axis of one example as an axis of the same example with a batch axis in front."""
-    return axis + 1 if axis >= 0 else axis
-
-
-_CALL_DOC = """Applies the layer to ``x``.
+    def __call__(self, x: jax.Array, *, key: jax.Array | None = None, inference: bool | None = None) -> jax.Array:
+        """Applies the layer to ``x``.
 
         Args:
           x: a floating-point array.
@@ -104,6 +77,28 @@ _CALL_DOC = """Applies the layer to ``x``.
         Raises:
           RuntimeError: no ``key`` while dropout is applied.
         """
+        name = type(self).__name__
+        inference = _checks.static_bool(self.inference if inference is None else inference, "inference")
+        if key is None and _layers.needs_key(self.p, inference, _KEY_FREE_RATES):
+            raise RuntimeError(f"{name} requires a key when running in non-deterministic mode.")
+        with jax.named_scope(f"jaxdrop.equinox.{name}"):
+            return self._forward(x, key=key, deterministic=inference, generator=self.generator)
+
+    @abc.abstractmethod
+    def _forward(self, x: jax.Array, **common: Any) -> jax.Array:
+        """The layer's one call into ``jaxdrop.functional``, given ``x``, ``self.p``, its own fields and ``common``:
+        the checked ``key``, the resolved ``deterministic`` flag and ``generator``."""
+
+
+def _one_example(fn: Callable[..., jax.Array], x: jax.typing.ArrayLike, *args: Any, **kwargs: Any) -> jax.Array:
+    """``fn`` of a batch of one: for functions whose axis 0 is the batch, as an Equinox layer sees one example
+    (the model is ``jax.vmap``-ed over the batch)."""
+    return fn(jnp.asarray(x)[None], *args, **kwargs)[0]
+
+
+def _batched(axis: int) -> int:
+    """An axis of one example as an axis of the same example with a batch axis in front."""
+    return axis + 1 if axis >= 0 else axis
 
 
 class Dropout(_Stochastic):
@@ -188,10 +183,13 @@ class Dropout(_Stochastic):
             warnings.warn(
                 "Dropout()(deterministic=...) is deprecated in favour of Dropout()(inference=...)", stacklevel=2
             )
-        return self._apply(F.dropout, x, key, inference, broadcast_dims=self.broadcast_dims, inverted=self.inverted)
+        return super().__call__(x, key=key, inference=inference)
+
+    def _forward(self, x: jax.Array, **common: Any) -> jax.Array:
+        return F.dropout(x, self.p, broadcast_dims=self.broadcast_dims, inverted=self.inverted, **common)
 
 
-# The variant layers take ``(p, inference=False, *, <options>)`` and are called as ``layer(x, *, key=None,
+# The variant layers take ``(p, inference=False, *, <options>)`` and share the call ``layer(x, *, key=None,
 # inference=None)``. As every Equinox layer, they see one example (``jax.vmap`` the model over the batch): axes
 # are counted without a batch axis, and channels come first by default, as ``eqx.nn.Conv`` produces them.
 
@@ -214,12 +212,8 @@ class SpatialDropout(_Stochastic):
     channel_axis: int = _static(0)
     generator: _masks.Generator = _static("fast")
 
-    def __call__(self, x: jax.Array, *, key: jax.Array | None = None, inference: bool | None = None) -> jax.Array:
-        return self._apply(
-            F.spatial_dropout, x, key, inference, add_batch_axis=True, channel_axis=_batched(self.channel_axis)
-        )
-
-    __call__.__doc__ = _CALL_DOC
+    def _forward(self, x: jax.Array, **common: Any) -> jax.Array:
+        return _one_example(F.spatial_dropout, x, self.p, channel_axis=_batched(self.channel_axis), **common)
 
 
 class DropPath(_Stochastic):
@@ -238,10 +232,8 @@ class DropPath(_Stochastic):
     scale_by_keep: bool = _static(True)
     generator: _masks.Generator = _static("fast")
 
-    def __call__(self, x: jax.Array, *, key: jax.Array | None = None, inference: bool | None = None) -> jax.Array:
-        return self._apply(F.drop_path, x, key, inference, mode="batch", scale_by_keep=self.scale_by_keep)
-
-    __call__.__doc__ = _CALL_DOC
+    def _forward(self, x: jax.Array, **common: Any) -> jax.Array:
+        return F.drop_path(x, self.p, mode="batch", scale_by_keep=self.scale_by_keep, **common)
 
 
 class DropBlock(_Stochastic):
@@ -263,19 +255,16 @@ class DropBlock(_Stochastic):
     share_across_channels: bool = _static(False)
     generator: _masks.Generator = _static("fast")
 
-    def __call__(self, x: jax.Array, *, key: jax.Array | None = None, inference: bool | None = None) -> jax.Array:
-        return self._apply(
+    def _forward(self, x: jax.Array, **common: Any) -> jax.Array:
+        return _one_example(
             F.dropblock,
             x,
-            key,
-            inference,
-            add_batch_axis=True,
+            self.p,
             block_size=self.block_size,
             channel_axis=_batched(self.channel_axis),
             share_across_channels=self.share_across_channels,
+            **common,
         )
-
-    __call__.__doc__ = _CALL_DOC
 
 
 class LockedDropout(_Stochastic):
@@ -295,10 +284,8 @@ class LockedDropout(_Stochastic):
     time_axis: int = _static(0)
     generator: _masks.Generator = _static("fast")
 
-    def __call__(self, x: jax.Array, *, key: jax.Array | None = None, inference: bool | None = None) -> jax.Array:
-        return self._apply(F.locked_dropout, x, key, inference, add_batch_axis=True, time_axis=_batched(self.time_axis))
-
-    __call__.__doc__ = _CALL_DOC
+    def _forward(self, x: jax.Array, **common: Any) -> jax.Array:
+        return _one_example(F.locked_dropout, x, self.p, time_axis=_batched(self.time_axis), **common)
 
 
 class AlphaDropout(_Stochastic):
@@ -314,10 +301,8 @@ class AlphaDropout(_Stochastic):
     inference: bool = False
     generator: _masks.Generator = _static("fast")
 
-    def __call__(self, x: jax.Array, *, key: jax.Array | None = None, inference: bool | None = None) -> jax.Array:
-        return self._apply(F.alpha_dropout, x, key, inference)
-
-    __call__.__doc__ = _CALL_DOC
+    def _forward(self, x: jax.Array, **common: Any) -> jax.Array:
+        return F.alpha_dropout(x, self.p, **common)
 
 
 class GaussianDropout(_Stochastic):
@@ -334,7 +319,5 @@ class GaussianDropout(_Stochastic):
     inference: bool = False
     generator: _masks.Generator = _static("fast")
 
-    def __call__(self, x: jax.Array, *, key: jax.Array | None = None, inference: bool | None = None) -> jax.Array:
-        return self._apply(F.gaussian_dropout, x, key, inference)
-
-    __call__.__doc__ = _CALL_DOC
+    def _forward(self, x: jax.Array, **common: Any) -> jax.Array:
+        return F.gaussian_dropout(x, self.p, **common)

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import contextvars
 import math
-from collections.abc import Sequence
-from typing import ClassVar
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax
@@ -47,35 +47,62 @@ __all__ = [
 class _Stochastic(nn.Module):
     """Shared plumbing (no fields): the flag merge and the key, exactly as ``flax.linen.Dropout`` does them."""
 
-    kind: ClassVar[str] = "dropout"
+    kind: ClassVar[str] = "dropout"  # the dropout family ``jaxdrop.inspect`` reports
     rate_field: ClassVar[str] = "rate"  # the attribute ``jaxdrop.inspect`` reports as the rate
     # Static rates at which the layer returns without drawing a key (so no RNG is needed or consumed).
     key_free_rates: ClassVar[tuple[float, ...]] = (0.0, 1.0)
 
     def _resolve(
         self,
-        rate: jax.typing.ArrayLike,
+        rate: jax.typing.ArrayLike | None,
         deterministic: bool | None,
         rng: jax.Array | None,
-    ) -> tuple[bool, jax.Array | None]:
-        """Returns ``(deterministic, key)``; ``key`` is None when no randomness is needed."""
+    ) -> tuple[jax.typing.ArrayLike, bool, jax.Array | None]:
+        """Returns ``(rate, deterministic, key)``: the call-time rate, else the layer's own; the flag merged with
+        the attribute; and the key, None when no randomness is needed."""
+        rate = getattr(self, self.rate_field) if rate is None else rate
         deterministic = _checks.static_bool(
             nn.merge_param("deterministic", self.deterministic, deterministic), "deterministic"
         )
         if not _layers.needs_key(rate, deterministic, self.key_free_rates):
-            return deterministic, None
+            return rate, deterministic, None
         if rng is None:
             rng = self.make_rng(self.rng_collection)  # folds in the module path and the call count
-        return deterministic, _layers.fold_axes(rng, self.axis_name)
-
-    def _apply(self, fn, inputs, rate, deterministic, rng, **options):
-        """``fn(inputs, rate, key=..., deterministic=..., **options)`` with the flag and key resolved."""
-        rate = _layers.resolve_rate(getattr(self, self.rate_field), rate)
-        deterministic, key = self._resolve(rate, deterministic, rng)
-        return fn(inputs, rate, key=key, deterministic=deterministic, **options)
+        return rate, deterministic, _layers.fold_axes(rng, self.axis_name)
 
 
-class Dropout(_Stochastic):
+class _Functional(_Stochastic):
+    """A layer whose call is one function of ``jaxdrop.functional``, given the layer's ``options`` fields."""
+
+    function: ClassVar[Callable[..., jax.Array]]  # ``function(inputs, rate, *, key, deterministic, **options)``
+    options: ClassVar[tuple[str, ...]] = ()  # the fields passed on to ``function`` by keyword
+
+    def __call__(
+        self,
+        inputs: jax.Array,
+        deterministic: bool | None = None,
+        rng: jax.Array | None = None,
+        *,
+        rate: jax.typing.ArrayLike | None = None,
+    ) -> jax.Array:
+        """Applies the layer to ``inputs``.
+
+        Args:
+          inputs: the floating-point array.
+          deterministic: given here or as an attribute, not both (``merge_param``); True is the identity.
+          rng: a key to use instead of ``make_rng(rng_collection)``.
+          rate: a call-time value replacing the attribute (``stddev`` for ``GaussianNoise``); may be traced (a
+            schedule) without recompiling.
+
+        Returns:
+          An array with the shape and dtype of ``inputs``.
+        """
+        rate, deterministic, key = self._resolve(rate, deterministic, rng)
+        options = {name: getattr(self, name) for name in self.options}
+        return self.function(inputs, rate, key=key, deterministic=deterministic, **options)
+
+
+class Dropout(_Functional):
     """Inverted dropout (Srivastava et al. 2014), a drop-in replacement for ``flax.linen.Dropout``.
 
     Attributes:
@@ -101,6 +128,9 @@ class Dropout(_Stochastic):
       True
     """
 
+    function = staticmethod(F.dropout)
+    options = ("broadcast_dims", "inverted", "generator")
+
     rate: float
     broadcast_dims: Sequence[int] = ()
     deterministic: bool | None = None
@@ -109,54 +139,12 @@ class Dropout(_Stochastic):
     generator: _masks.Generator = "fast"
     axis_name: str | Sequence[str] | None = None
 
-    def __call__(
-        self,
-        inputs: jax.Array,
-        deterministic: bool | None = None,
-        rng: jax.Array | None = None,
-        *,
-        rate: jax.typing.ArrayLike | None = None,
-    ) -> jax.Array:
-        """Applies a random dropout mask to ``inputs``.
 
-        Args:
-          inputs: the floating-point array to mask.
-          deterministic: overrides nothing: it may be given here or as an attribute, not both (``merge_param``).
-          rng: a key to use instead of ``make_rng(rng_collection)``.
-          rate: a call-time rate replacing the attribute; may be traced (a schedule) without recompiling.
-
-        Returns:
-          The masked inputs, scaled to preserve the mean; same shape and dtype.
-        """
-        return self._apply(
-            F.dropout,
-            inputs,
-            rate,
-            deterministic,
-            rng,
-            broadcast_dims=self.broadcast_dims,
-            inverted=self.inverted,
-            generator=self.generator,
-        )
+# The variant layers below share Dropout's call, ``(inputs, deterministic=None, rng=None, *, rate=None)``, and its
+# fields ``deterministic``, ``rng_collection`` and ``axis_name``.
 
 
-# The variant layers below share Dropout's call signature: ``(inputs, deterministic=None, rng=None, *, rate=None)``,
-# the same ``merge_param`` rule for ``deterministic`` and ``make_rng(rng_collection)`` for the key.
-
-_CALL_DOC = """Applies the layer to ``inputs``.
-
-        Args:
-          inputs: the floating-point array.
-          deterministic: given here or as an attribute, not both (``merge_param``); True is the identity.
-          rng: a key to use instead of ``make_rng(rng_collection)``.
-          rate: a call-time value replacing the attribute; may be traced without recompiling.
-
-        Returns:
-          An array with the shape and dtype of ``inputs``.
-        """
-
-
-class SpatialDropout(_Stochastic):
+class SpatialDropout(_Functional):
     """Drops whole feature maps (Tompson et al. 2015): see :func:`jaxdrop.spatial_dropout`.
 
     Inputs are ``(batch, *spatial, channels)`` (or channels-first with ``channel_axis=1``).
@@ -169,7 +157,9 @@ class SpatialDropout(_Stochastic):
       True
     """
 
-    kind: ClassVar[str] = "spatial"
+    kind = "spatial"
+    function = staticmethod(F.spatial_dropout)
+    options = ("channel_axis", "generator")
 
     rate: float
     channel_axis: int = -1
@@ -178,21 +168,8 @@ class SpatialDropout(_Stochastic):
     generator: _masks.Generator = "fast"
     axis_name: str | Sequence[str] | None = None
 
-    def __call__(self, inputs, deterministic=None, rng=None, *, rate=None):
-        return self._apply(
-            F.spatial_dropout,
-            inputs,
-            rate,
-            deterministic,
-            rng,
-            channel_axis=self.channel_axis,
-            generator=self.generator,
-        )
 
-    __call__.__doc__ = _CALL_DOC
-
-
-class AlphaDropout(_Stochastic):
+class AlphaDropout(_Functional):
     """Alpha dropout for self-normalising networks (Klambauer et al. 2017): see :func:`jaxdrop.alpha_dropout`.
 
     Examples:
@@ -203,7 +180,9 @@ class AlphaDropout(_Stochastic):
       (4, 16)
     """
 
-    kind: ClassVar[str] = "alpha"
+    kind = "alpha"
+    function = staticmethod(F.alpha_dropout)
+    options = ("generator",)
 
     rate: float
     deterministic: bool | None = None
@@ -211,13 +190,8 @@ class AlphaDropout(_Stochastic):
     generator: _masks.Generator = "fast"
     axis_name: str | Sequence[str] | None = None
 
-    def __call__(self, inputs, deterministic=None, rng=None, *, rate=None):
-        return self._apply(F.alpha_dropout, inputs, rate, deterministic, rng, generator=self.generator)
 
-    __call__.__doc__ = _CALL_DOC
-
-
-class FeatureAlphaDropout(_Stochastic):
+class FeatureAlphaDropout(_Functional):
     """Alpha dropout of whole feature maps: see :func:`jaxdrop.feature_alpha_dropout`.
 
     Examples:
@@ -228,7 +202,9 @@ class FeatureAlphaDropout(_Stochastic):
       (2, 6, 6, 4)
     """
 
-    kind: ClassVar[str] = "alpha"
+    kind = "alpha"
+    function = staticmethod(F.feature_alpha_dropout)
+    options = ("channel_axis", "generator")
 
     rate: float
     channel_axis: int = -1
@@ -237,21 +213,8 @@ class FeatureAlphaDropout(_Stochastic):
     generator: _masks.Generator = "fast"
     axis_name: str | Sequence[str] | None = None
 
-    def __call__(self, inputs, deterministic=None, rng=None, *, rate=None):
-        return self._apply(
-            F.feature_alpha_dropout,
-            inputs,
-            rate,
-            deterministic,
-            rng,
-            channel_axis=self.channel_axis,
-            generator=self.generator,
-        )
 
-    __call__.__doc__ = _CALL_DOC
-
-
-class GaussianDropout(_Stochastic):
+class GaussianDropout(_Functional):
     """Multiplicative Gaussian noise with dropout's variance: see :func:`jaxdrop.gaussian_dropout`.
 
     Examples:
@@ -262,20 +225,16 @@ class GaussianDropout(_Stochastic):
       (1.0, 1.0)
     """
 
-    kind: ClassVar[str] = "gaussian"
+    kind = "gaussian"
+    function = staticmethod(F.gaussian_dropout)
 
     rate: float
     deterministic: bool | None = None
     rng_collection: str = "dropout"
     axis_name: str | Sequence[str] | None = None
 
-    def __call__(self, inputs, deterministic=None, rng=None, *, rate=None):
-        return self._apply(F.gaussian_dropout, inputs, rate, deterministic, rng)
 
-    __call__.__doc__ = _CALL_DOC
-
-
-class GaussianNoise(_Stochastic):
+class GaussianNoise(_Functional):
     """Additive zero-mean Gaussian noise of standard deviation ``stddev``: see :func:`jaxdrop.gaussian_noise`.
 
     The call-time override is ``rate=`` (the new standard deviation), like every layer here.
@@ -288,22 +247,18 @@ class GaussianNoise(_Stochastic):
       0.1
     """
 
-    kind: ClassVar[str] = "noise"
-    rate_field: ClassVar[str] = "stddev"
-    key_free_rates: ClassVar[tuple[float, ...]] = (0.0,)
+    kind = "noise"
+    rate_field = "stddev"
+    key_free_rates = (0.0,)
+    function = staticmethod(F.gaussian_noise)
 
     stddev: float
     deterministic: bool | None = None
     rng_collection: str = "dropout"
     axis_name: str | Sequence[str] | None = None
 
-    def __call__(self, inputs, deterministic=None, rng=None, *, rate=None):
-        return self._apply(F.gaussian_noise, inputs, rate, deterministic, rng)
 
-    __call__.__doc__ = _CALL_DOC
-
-
-class DropPath(_Stochastic):
+class DropPath(_Functional):
     """Stochastic depth: drops a whole residual branch per example (Huang et al. 2016); see :func:`jaxdrop.drop_path`.
 
     Apply it to the branch before adding the skip: ``x + DropPath(rate)(branch(x), deterministic=...)``.
@@ -316,7 +271,9 @@ class DropPath(_Stochastic):
       (True, True)
     """
 
-    kind: ClassVar[str] = "drop_path"
+    kind = "drop_path"
+    function = staticmethod(F.drop_path)
+    options = ("mode", "batch_axis", "scale_by_keep", "generator")
 
     rate: float
     mode: str = "row"
@@ -327,23 +284,8 @@ class DropPath(_Stochastic):
     generator: _masks.Generator = "fast"
     axis_name: str | Sequence[str] | None = None
 
-    def __call__(self, inputs, deterministic=None, rng=None, *, rate=None):
-        return self._apply(
-            F.drop_path,
-            inputs,
-            rate,
-            deterministic,
-            rng,
-            mode=self.mode,
-            batch_axis=self.batch_axis,
-            scale_by_keep=self.scale_by_keep,
-            generator=self.generator,
-        )
 
-    __call__.__doc__ = _CALL_DOC
-
-
-class DropBlock(_Stochastic):
+class DropBlock(_Functional):
     """Drops contiguous blocks of feature maps (Ghiasi et al. 2018): see :func:`jaxdrop.dropblock`.
 
     Examples:
@@ -353,7 +295,9 @@ class DropBlock(_Stochastic):
       (2, 8, 8, 4)
     """
 
-    kind: ClassVar[str] = "dropblock"
+    kind = "dropblock"
+    function = staticmethod(F.dropblock)
+    options = ("block_size", "channel_axis", "share_across_channels", "generator")
 
     rate: float
     block_size: int | Sequence[int] = 7
@@ -364,33 +308,26 @@ class DropBlock(_Stochastic):
     generator: _masks.Generator = "fast"
     axis_name: str | Sequence[str] | None = None
 
-    def __call__(self, inputs, deterministic=None, rng=None, *, rate=None):
-        return self._apply(
-            F.dropblock,
-            inputs,
-            rate,
-            deterministic,
-            rng,
-            block_size=self.block_size,
-            channel_axis=self.channel_axis,
-            share_across_channels=self.share_across_channels,
-            generator=self.generator,
-        )
-
-    __call__.__doc__ = _CALL_DOC
-
 
 # ---------------------------------------------------------------- DropConnect: a masked kernel per call
 
-# (key, rate, deterministic, inverted, generator) of the DropConnect call in progress, read by ``param``.
+# (key, rate, deterministic) of the DropConnect call in progress, read by ``param`` (which takes ``inverted`` and
+# ``generator`` from the layer's fields).
 _DROPCONNECT_CALL: contextvars.ContextVar[tuple | None] = contextvars.ContextVar("jaxdrop_dropconnect", default=None)
 
 
 class _DropConnect(_Stochastic):
     """Masks the ``kernel`` parameter as the wrapped flax layer reads it; the layer's own maths is unchanged."""
 
-    kind: ClassVar[str] = "dropconnect"
-    key_free_rates: ClassVar[tuple[float, ...]] = (0.0,)
+    kind = "dropconnect"
+    key_free_rates = (0.0,)
+
+    rate: float = 0.5
+    deterministic: bool | None = None
+    rng_collection: str = "dropout"
+    inverted: bool = True
+    generator: _masks.Generator = "fast"
+    axis_name: str | Sequence[str] | None = None
 
     def param(self, name, init_fn, *init_args, **init_kwargs):
         value = super().param(name, init_fn, *init_args, **init_kwargs)
@@ -402,12 +339,29 @@ class _DropConnect(_Stochastic):
             value, rate, key=key, deterministic=deterministic, inverted=self.inverted, generator=self.generator
         )
 
-    def _masked_call(self, parent_call, inputs, deterministic, rng, rate):
-        rate = _layers.resolve_rate(self.rate, rate)
-        deterministic, key = self._resolve(rate, deterministic, rng)
+    def __call__(
+        self,
+        inputs: jax.Array,
+        deterministic: bool | None = None,
+        rng: jax.Array | None = None,
+        *,
+        rate: jax.typing.ArrayLike | None = None,
+    ) -> jax.Array:
+        """Applies the wrapped flax layer with its kernel masked by DropConnect.
+
+        Args:
+          inputs: the layer's input.
+          deterministic: given here or as an attribute, not both (``merge_param``); True uses the plain kernel.
+          rng: a key to use instead of ``make_rng(rng_collection)``.
+          rate: a call-time value replacing the attribute; may be traced without recompiling.
+
+        Returns:
+          The wrapped layer's output.
+        """
+        rate, deterministic, key = self._resolve(rate, deterministic, rng)
         token = _DROPCONNECT_CALL.set((key, rate, deterministic))
         try:
-            return parent_call(self, inputs)
+            return super(_Stochastic, self).__call__(inputs)  # the next class in the MRO: nn.Dense or nn.Conv
         finally:
             _DROPCONNECT_CALL.reset(token)
 
@@ -429,18 +383,6 @@ class DropConnectDense(_DropConnect, nn.Dense):
       ((2, 3), True)
     """
 
-    rate: float = 0.5
-    deterministic: bool | None = None
-    rng_collection: str = "dropout"
-    inverted: bool = True
-    generator: _masks.Generator = "fast"
-    axis_name: str | Sequence[str] | None = None
-
-    def __call__(self, inputs, deterministic=None, rng=None, *, rate=None):
-        return self._masked_call(nn.Dense.__call__, inputs, deterministic, rng, rate)
-
-    __call__.__doc__ = _CALL_DOC
-
 
 class DropConnectConv(_DropConnect, nn.Conv):
     """``flax.linen.Conv`` whose kernel is masked by DropConnect on each call (Wan et al. 2013).
@@ -454,23 +396,11 @@ class DropConnectConv(_DropConnect, nn.Conv):
       (1, 5, 5, 2)
     """
 
-    rate: float = 0.5
-    deterministic: bool | None = None
-    rng_collection: str = "dropout"
-    inverted: bool = True
-    generator: _masks.Generator = "fast"
-    axis_name: str | Sequence[str] | None = None
-
-    def __call__(self, inputs, deterministic=None, rng=None, *, rate=None):
-        return self._masked_call(nn.Conv.__call__, inputs, deterministic, rng, rate)
-
-    __call__.__doc__ = _CALL_DOC
-
 
 # ---------------------------------------------------------------- sequences
 
 
-class LockedDropout(_Stochastic):
+class LockedDropout(_Functional):
     """Variational (locked) dropout: one mask per sequence, shared over time; see :func:`jaxdrop.locked_dropout`.
 
     Examples:
@@ -481,7 +411,9 @@ class LockedDropout(_Stochastic):
       True
     """
 
-    kind: ClassVar[str] = "locked"
+    kind = "locked"
+    function = staticmethod(F.locked_dropout)
+    options = ("time_axis", "generator")
 
     rate: float
     time_axis: int = 1
@@ -490,15 +422,8 @@ class LockedDropout(_Stochastic):
     generator: _masks.Generator = "fast"
     axis_name: str | Sequence[str] | None = None
 
-    def __call__(self, inputs, deterministic=None, rng=None, *, rate=None):
-        return self._apply(
-            F.locked_dropout, inputs, rate, deterministic, rng, time_axis=self.time_axis, generator=self.generator
-        )
 
-    __call__.__doc__ = _CALL_DOC
-
-
-class TokenDropout(_Stochastic):
+class TokenDropout(_Functional):
     """Drops whole token vectors (every feature of a position at once); see :func:`jaxdrop.token_dropout`.
 
     Examples:
@@ -509,7 +434,9 @@ class TokenDropout(_Stochastic):
       True
     """
 
-    kind: ClassVar[str] = "token"
+    kind = "token"
+    function = staticmethod(F.token_dropout)
+    options = ("feature_axis", "generator")
 
     rate: float
     feature_axis: int = -1
@@ -517,19 +444,6 @@ class TokenDropout(_Stochastic):
     rng_collection: str = "dropout"
     generator: _masks.Generator = "fast"
     axis_name: str | Sequence[str] | None = None
-
-    def __call__(self, inputs, deterministic=None, rng=None, *, rate=None):
-        return self._apply(
-            F.token_dropout,
-            inputs,
-            rate,
-            deterministic,
-            rng,
-            feature_axis=self.feature_axis,
-            generator=self.generator,
-        )
-
-    __call__.__doc__ = _CALL_DOC
 
 
 class WordDropout(_Stochastic):
@@ -546,17 +460,36 @@ class WordDropout(_Stochastic):
       1
     """
 
-    kind: ClassVar[str] = "word"
+    kind = "word"
 
     rate: float
     deterministic: bool | None = None
     rng_collection: str = "dropout"
     axis_name: str | Sequence[str] | None = None
 
-    def __call__(self, inputs, token_ids, deterministic=None, rng=None, *, rate=None):
-        """Applies word dropout to ``inputs`` (embeddings ``(..., time, features)``) given their ``token_ids``."""
-        drop_words = lambda x, r, **kw: F.word_dropout(x, token_ids, r, **kw)
-        return self._apply(drop_words, inputs, rate, deterministic, rng)
+    def __call__(
+        self,
+        inputs: jax.Array,
+        token_ids: jax.Array,
+        deterministic: bool | None = None,
+        rng: jax.Array | None = None,
+        *,
+        rate: jax.typing.ArrayLike | None = None,
+    ) -> jax.Array:
+        """Applies word dropout to ``inputs`` given their ``token_ids``.
+
+        Args:
+          inputs: the embedded tokens, ``(..., time, features)``.
+          token_ids: the integer ids of the tokens, ``(..., time)``.
+          deterministic: given here or as an attribute, not both (``merge_param``); True is the identity.
+          rng: a key to use instead of ``make_rng(rng_collection)``.
+          rate: a call-time value replacing the attribute; may be traced without recompiling.
+
+        Returns:
+          An array with the shape and dtype of ``inputs``.
+        """
+        rate, deterministic, key = self._resolve(rate, deterministic, rng)
+        return F.word_dropout(inputs, token_ids, rate, key=key, deterministic=deterministic)
 
 
 # ---------------------------------------------------------------- concrete dropout: a learned rate
@@ -609,9 +542,9 @@ class ConcreteDropout(_Stochastic):
       ((2, 3), ())
     """
 
-    kind: ClassVar[str] = "concrete"
-    rate_field: ClassVar[str] = "p_logit"
-    key_free_rates: ClassVar[tuple[float, ...]] = ()
+    kind = "concrete"
+    rate_field = "p_logit"
+    key_free_rates = ()
 
     layer: nn.Module | None = None
     weight_regularizer: float = 1e-6
@@ -627,7 +560,14 @@ class ConcreteDropout(_Stochastic):
     axis_name: str | Sequence[str] | None = None
 
     @nn.compact
-    def __call__(self, inputs, deterministic=None, rng=None, *, weight=None):
+    def __call__(
+        self,
+        inputs: jax.Array,
+        deterministic: bool | None = None,
+        rng: jax.Array | None = None,
+        *,
+        weight: Any = None,
+    ) -> jax.Array:
         """Drops ``inputs`` with the learned rate, applies ``layer`` if any, and sows the regulariser.
 
         Args:
@@ -640,7 +580,7 @@ class ConcreteDropout(_Stochastic):
           ``layer(dropped)`` if a layer is wrapped, else the dropped inputs.
         """
         p_logit = self.param("p_logit", _uniform_logit(self.init_min, self.init_max), ())
-        deterministic, key = self._resolve(p_logit, deterministic, rng)
+        _, deterministic, key = self._resolve(p_logit, deterministic, rng)  # the rate is the learned one
         out = F.concrete_dropout(
             inputs,
             p_logit,
@@ -684,6 +624,8 @@ def concrete_regularization(variables, collection: str = "losses") -> jax.Array:
 
 # ---------------------------------------------------------------- attention
 
-#: ``attention_fn`` for ``nn.MultiHeadDotProductAttention``: attention dropout from the core, mask not stored.
-#: ``nn.MultiHeadDotProductAttention(num_heads=8, dropout_rate=0.1, attention_fn=jaxdrop.linen.attention_fn)``.
 attention_fn = F.dot_product_attention
+"""``attention_fn`` for ``nn.MultiHeadDotProductAttention``: attention dropout from the core, mask not stored.
+
+``nn.MultiHeadDotProductAttention(num_heads=8, dropout_rate=0.1, attention_fn=jaxdrop.linen.attention_fn)``.
+"""

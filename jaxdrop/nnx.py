@@ -17,14 +17,13 @@ Same-mask pitfalls this module addresses (and its tests check):
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from typing import ClassVar
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar, TypeVar
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 from flax.nnx import rnglib
-from flax.nnx.module import first_from
 
 import jaxdrop.functional as F
 from jaxdrop import _checks, _layers, _masks
@@ -49,6 +48,9 @@ __all__ = [
     "concrete_regularization",
 ]
 
+_T = TypeVar("_T")
+
+# The wording of flax.nnx.Dropout's errors, so code and tests matching on them keep working.
 _NO_DETERMINISTIC = (
     "No `deterministic` argument was provided to {name}. Consider one of the following options:\n\n"
     "1. Pass `deterministic` to the {name} constructor:\n\n"
@@ -58,17 +60,27 @@ _NO_DETERMINISTIC = (
     "3. Use `nnx.view` to create a view of the model with a specific `deterministic` value:\n\n"
     "  model_view = nnx.view(model, deterministic=True/False)\n"
 )
-# The wording of flax.nnx.Dropout's error, so code and tests matching on it keep working.
 _NO_RNGS = (
     "`deterministic` is False, but no `rngs` argument was provided to {name} as either a __call__ argument or "
     "class attribute. Pass `rngs=nnx.Rngs({collection}=seed)` to the constructor or `rngs=` at call time."
 )
 
 
+def _first_from(*values: _T | None, error_msg: str) -> _T:
+    """The first value that is not None (the call-time argument, then the attribute), else ``ValueError(error_msg)``.
+
+    What ``flax.nnx.Dropout`` does with ``flax.nnx.module.first_from``, which flax keeps private.
+    """
+    for value in values:
+        if value is not None:
+            return value
+    raise ValueError(error_msg)
+
+
 class _Stochastic(nnx.Module):
     """Shared plumbing: the RNG stream a layer owns, the flag resolution and ``set_view`` for ``nnx.view``."""
 
-    kind: ClassVar[str] = "dropout"
+    kind: ClassVar[str] = "dropout"  # the dropout family ``jaxdrop.inspect`` reports
     rate_field: ClassVar[str] = "rate"  # the attribute ``jaxdrop.inspect`` reports as the rate
     # Static rates at which the layer returns without drawing a key (so no RNG is needed or consumed).
     key_free_rates: ClassVar[tuple[float, ...]] = (0.0, 1.0)
@@ -94,17 +106,19 @@ class _Stochastic(nnx.Module):
 
     def _resolve(
         self,
-        rate: jax.typing.ArrayLike,
+        rate: jax.typing.ArrayLike | None,
         deterministic: bool | None,
         rngs: rnglib.Rngs | rnglib.RngStream | jax.Array | None,
-    ) -> tuple[bool, jax.Array | None]:
-        """Returns ``(deterministic, key)``; ``key`` is None when no randomness is needed."""
+    ) -> tuple[jax.typing.ArrayLike, bool, jax.Array | None]:
+        """Returns ``(rate, deterministic, key)``: the call-time rate, else the layer's own; the call-time flag, else
+        the attribute; and the key, None when no randomness is needed."""
         name = type(self).__name__
-        deterministic = first_from(deterministic, self.deterministic, error_msg=_NO_DETERMINISTIC.format(name=name))
+        rate = getattr(self, self.rate_field) if rate is None else rate
+        deterministic = _first_from(deterministic, self.deterministic, error_msg=_NO_DETERMINISTIC.format(name=name))
         deterministic = _checks.static_bool(deterministic, "deterministic")
         if not _layers.needs_key(rate, deterministic, self.key_free_rates):
-            return deterministic, None
-        rngs = first_from(rngs, self.rngs, error_msg=_NO_RNGS.format(name=name, collection=self.rng_collection))
+            return rate, deterministic, None
+        rngs = _first_from(rngs, self.rngs, error_msg=_NO_RNGS.format(name=name, collection=self.rng_collection))
         if isinstance(rngs, rnglib.Rngs):
             key = rngs[self.rng_collection]()
         elif isinstance(rngs, rnglib.RngStream):
@@ -113,15 +127,9 @@ class _Stochastic(nnx.Module):
             key = rngs
         else:
             raise TypeError(f"rngs must be a Rngs, RngStream or jax.Array, but got {type(rngs)}.")
-        return deterministic, _layers.fold_axes(key, self.axis_name)
+        return rate, deterministic, _layers.fold_axes(key, self.axis_name)
 
-    def _apply(self, fn, inputs, rate, deterministic, rngs, **options):
-        """``fn(inputs, rate, key=..., deterministic=..., **options)`` with the flag and key resolved."""
-        rate = _layers.resolve_rate(getattr(self, self.rate_field), rate)
-        deterministic, key = self._resolve(rate, deterministic, rngs)
-        return fn(inputs, rate, key=key, deterministic=deterministic, **options)
-
-    def set_view(self, deterministic: bool | None = None):
+    def set_view(self, deterministic: bool | None = None) -> None:
         """Used by ``nnx.view``.
 
         Args:
@@ -131,7 +139,38 @@ class _Stochastic(nnx.Module):
             self.deterministic = deterministic
 
 
-class Dropout(_Stochastic):
+class _Functional(_Stochastic):
+    """A layer whose call is one function of ``jaxdrop.functional``, given the layer's ``options`` attributes."""
+
+    function: ClassVar[Callable[..., jax.Array]]  # ``function(inputs, rate, *, key, deterministic, **options)``
+    options: ClassVar[tuple[str, ...]] = ()  # the attributes passed on to ``function`` by keyword
+
+    def __call__(
+        self,
+        inputs: jax.Array,
+        *,
+        deterministic: bool | None = None,
+        rngs: rnglib.Rngs | rnglib.RngStream | jax.Array | None = None,
+        rate: jax.typing.ArrayLike | None = None,
+    ) -> jax.Array:
+        """Applies the layer to ``inputs``.
+
+        Args:
+          inputs: the floating-point array.
+          deterministic: takes precedence over the attribute when given; True is the identity.
+          rngs: a key, ``RngStream`` or ``Rngs`` used instead of the layer's own stream.
+          rate: a call-time value replacing the attribute (``stddev`` for ``GaussianNoise``); may be traced (a
+            schedule) without recompiling.
+
+        Returns:
+          An array with the shape and dtype of ``inputs``.
+        """
+        rate, deterministic, key = self._resolve(rate, deterministic, rngs)
+        options = {name: getattr(self, name) for name in self.options}
+        return self.function(inputs, rate, key=key, deterministic=deterministic, **options)
+
+
+class Dropout(_Functional):
     """Inverted dropout (Srivastava et al. 2014), a drop-in replacement for ``flax.nnx.Dropout``.
 
     Args:
@@ -161,6 +200,9 @@ class Dropout(_Stochastic):
       True
     """
 
+    function = staticmethod(F.dropout)
+    options = ("broadcast_dims", "inverted", "generator")
+
     def __init__(
         self,
         rate: float,
@@ -179,54 +221,12 @@ class Dropout(_Stochastic):
         self.generator = generator
         self._init_stochastic(deterministic, rng_collection, rngs, axis_name)
 
-    def __call__(
-        self,
-        inputs: jax.Array,
-        *,
-        deterministic: bool | None = None,
-        rngs: rnglib.Rngs | rnglib.RngStream | jax.Array | None = None,
-        rate: jax.typing.ArrayLike | None = None,
-    ) -> jax.Array:
-        """Applies a random dropout mask to ``inputs``.
 
-        Args:
-          inputs: the floating-point array to mask.
-          deterministic: takes precedence over the attribute when given.
-          rngs: a key, ``RngStream`` or ``Rngs`` used instead of the layer's own stream.
-          rate: a call-time rate replacing the attribute; may be traced (a schedule) without recompiling.
-
-        Returns:
-          The masked inputs, scaled to preserve the mean; same shape and dtype.
-        """
-        return self._apply(
-            F.dropout,
-            inputs,
-            rate,
-            deterministic,
-            rngs,
-            broadcast_dims=self.broadcast_dims,
-            inverted=self.inverted,
-            generator=self.generator,
-        )
+# The variant layers below share Dropout's call, ``(inputs, *, deterministic=None, rngs=None, rate=None)``, and the
+# tail of its constructor, ``deterministic=False, rng_collection="dropout", rngs=None, axis_name=None``.
 
 
-# The variant layers below share Dropout's constructor tail (``deterministic=False, rng_collection="dropout",
-# rngs=None, axis_name=None``) and call signature ``(inputs, *, deterministic=None, rngs=None, rate=None)``.
-
-_CALL_DOC = """Applies the layer to ``inputs``.
-
-        Args:
-          inputs: the floating-point array.
-          deterministic: takes precedence over the attribute when given; True is the identity.
-          rngs: a key, ``RngStream`` or ``Rngs`` used instead of the layer's own stream.
-          rate: a call-time value replacing the attribute; may be traced without recompiling.
-
-        Returns:
-          An array with the shape and dtype of ``inputs``.
-        """
-
-
-class SpatialDropout(_Stochastic):
+class SpatialDropout(_Functional):
     """Drops whole feature maps (Tompson et al. 2015): see :func:`jaxdrop.spatial_dropout`.
 
     Examples:
@@ -237,37 +237,26 @@ class SpatialDropout(_Stochastic):
       True
     """
 
-    kind: ClassVar[str] = "spatial"
+    kind = "spatial"
+    function = staticmethod(F.spatial_dropout)
+    options = ("channel_axis", "generator")
 
     def __init__(
         self,
-        rate,
+        rate: float,
         *,
-        channel_axis=-1,
+        channel_axis: int = -1,
         generator: _masks.Generator = "fast",
-        deterministic=False,
-        rng_collection="dropout",
-        rngs=None,
-        axis_name=None,
+        deterministic: bool | None = False,
+        rng_collection: str = "dropout",
+        rngs: rnglib.Rngs | rnglib.RngStream | None = None,
+        axis_name: str | Sequence[str] | None = None,
     ):
         self.rate, self.channel_axis, self.generator = rate, channel_axis, generator
         self._init_stochastic(deterministic, rng_collection, rngs, axis_name)
 
-    def __call__(self, inputs, *, deterministic=None, rngs=None, rate=None):
-        return self._apply(
-            F.spatial_dropout,
-            inputs,
-            rate,
-            deterministic,
-            rngs,
-            channel_axis=self.channel_axis,
-            generator=self.generator,
-        )
 
-    __call__.__doc__ = _CALL_DOC
-
-
-class AlphaDropout(_Stochastic):
+class AlphaDropout(_Functional):
     """Alpha dropout for self-normalising networks (Klambauer et al. 2017): see :func:`jaxdrop.alpha_dropout`.
 
     Examples:
@@ -277,28 +266,25 @@ class AlphaDropout(_Stochastic):
       (4, 16)
     """
 
-    kind: ClassVar[str] = "alpha"
+    kind = "alpha"
+    function = staticmethod(F.alpha_dropout)
+    options = ("generator",)
 
     def __init__(
         self,
-        rate,
+        rate: float,
         *,
         generator: _masks.Generator = "fast",
-        deterministic=False,
-        rng_collection="dropout",
-        rngs=None,
-        axis_name=None,
+        deterministic: bool | None = False,
+        rng_collection: str = "dropout",
+        rngs: rnglib.Rngs | rnglib.RngStream | None = None,
+        axis_name: str | Sequence[str] | None = None,
     ):
         self.rate, self.generator = rate, generator
         self._init_stochastic(deterministic, rng_collection, rngs, axis_name)
 
-    def __call__(self, inputs, *, deterministic=None, rngs=None, rate=None):
-        return self._apply(F.alpha_dropout, inputs, rate, deterministic, rngs, generator=self.generator)
 
-    __call__.__doc__ = _CALL_DOC
-
-
-class FeatureAlphaDropout(_Stochastic):
+class FeatureAlphaDropout(_Functional):
     """Alpha dropout of whole feature maps: see :func:`jaxdrop.feature_alpha_dropout`.
 
     Examples:
@@ -308,37 +294,26 @@ class FeatureAlphaDropout(_Stochastic):
       (2, 6, 6, 4)
     """
 
-    kind: ClassVar[str] = "alpha"
+    kind = "alpha"
+    function = staticmethod(F.feature_alpha_dropout)
+    options = ("channel_axis", "generator")
 
     def __init__(
         self,
-        rate,
+        rate: float,
         *,
-        channel_axis=-1,
+        channel_axis: int = -1,
         generator: _masks.Generator = "fast",
-        deterministic=False,
-        rng_collection="dropout",
-        rngs=None,
-        axis_name=None,
+        deterministic: bool | None = False,
+        rng_collection: str = "dropout",
+        rngs: rnglib.Rngs | rnglib.RngStream | None = None,
+        axis_name: str | Sequence[str] | None = None,
     ):
         self.rate, self.channel_axis, self.generator = rate, channel_axis, generator
         self._init_stochastic(deterministic, rng_collection, rngs, axis_name)
 
-    def __call__(self, inputs, *, deterministic=None, rngs=None, rate=None):
-        return self._apply(
-            F.feature_alpha_dropout,
-            inputs,
-            rate,
-            deterministic,
-            rngs,
-            channel_axis=self.channel_axis,
-            generator=self.generator,
-        )
 
-    __call__.__doc__ = _CALL_DOC
-
-
-class GaussianDropout(_Stochastic):
+class GaussianDropout(_Functional):
     """Multiplicative Gaussian noise with dropout's variance: see :func:`jaxdrop.gaussian_dropout`.
 
     Examples:
@@ -349,19 +324,23 @@ class GaussianDropout(_Stochastic):
       (1.0, 1.0)
     """
 
-    kind: ClassVar[str] = "gaussian"
+    kind = "gaussian"
+    function = staticmethod(F.gaussian_dropout)
 
-    def __init__(self, rate, *, deterministic=False, rng_collection="dropout", rngs=None, axis_name=None):
+    def __init__(
+        self,
+        rate: float,
+        *,
+        deterministic: bool | None = False,
+        rng_collection: str = "dropout",
+        rngs: rnglib.Rngs | rnglib.RngStream | None = None,
+        axis_name: str | Sequence[str] | None = None,
+    ):
         self.rate = rate
         self._init_stochastic(deterministic, rng_collection, rngs, axis_name)
 
-    def __call__(self, inputs, *, deterministic=None, rngs=None, rate=None):
-        return self._apply(F.gaussian_dropout, inputs, rate, deterministic, rngs)
 
-    __call__.__doc__ = _CALL_DOC
-
-
-class GaussianNoise(_Stochastic):
+class GaussianNoise(_Functional):
     """Additive zero-mean Gaussian noise of standard deviation ``stddev``: see :func:`jaxdrop.gaussian_noise`.
 
     Examples:
@@ -372,21 +351,25 @@ class GaussianNoise(_Stochastic):
       0.1
     """
 
-    kind: ClassVar[str] = "noise"
-    rate_field: ClassVar[str] = "stddev"
-    key_free_rates: ClassVar[tuple[float, ...]] = (0.0,)
+    kind = "noise"
+    rate_field = "stddev"
+    key_free_rates = (0.0,)
+    function = staticmethod(F.gaussian_noise)
 
-    def __init__(self, stddev, *, deterministic=False, rng_collection="dropout", rngs=None, axis_name=None):
+    def __init__(
+        self,
+        stddev: float,
+        *,
+        deterministic: bool | None = False,
+        rng_collection: str = "dropout",
+        rngs: rnglib.Rngs | rnglib.RngStream | None = None,
+        axis_name: str | Sequence[str] | None = None,
+    ):
         self.stddev = stddev
         self._init_stochastic(deterministic, rng_collection, rngs, axis_name)
 
-    def __call__(self, inputs, *, deterministic=None, rngs=None, rate=None):
-        return self._apply(F.gaussian_noise, inputs, rate, deterministic, rngs)
 
-    __call__.__doc__ = _CALL_DOC
-
-
-class DropPath(_Stochastic):
+class DropPath(_Functional):
     """Stochastic depth: drops a whole residual branch per example (Huang et al. 2016); see :func:`jaxdrop.drop_path`.
 
     Examples:
@@ -397,42 +380,29 @@ class DropPath(_Stochastic):
       (True, True)
     """
 
-    kind: ClassVar[str] = "drop_path"
+    kind = "drop_path"
+    function = staticmethod(F.drop_path)
+    options = ("mode", "batch_axis", "scale_by_keep", "generator")
 
     def __init__(
         self,
-        rate,
+        rate: float,
         *,
-        mode="row",
-        batch_axis=0,
-        scale_by_keep=True,
+        mode: str = "row",
+        batch_axis: int = 0,
+        scale_by_keep: bool = True,
         generator: _masks.Generator = "fast",
-        deterministic=False,
-        rng_collection="dropout",
-        rngs=None,
-        axis_name=None,
+        deterministic: bool | None = False,
+        rng_collection: str = "dropout",
+        rngs: rnglib.Rngs | rnglib.RngStream | None = None,
+        axis_name: str | Sequence[str] | None = None,
     ):
         self.rate, self.mode, self.batch_axis, self.scale_by_keep = rate, mode, batch_axis, scale_by_keep
         self.generator = generator
         self._init_stochastic(deterministic, rng_collection, rngs, axis_name)
 
-    def __call__(self, inputs, *, deterministic=None, rngs=None, rate=None):
-        return self._apply(
-            F.drop_path,
-            inputs,
-            rate,
-            deterministic,
-            rngs,
-            mode=self.mode,
-            batch_axis=self.batch_axis,
-            scale_by_keep=self.scale_by_keep,
-            generator=self.generator,
-        )
 
-    __call__.__doc__ = _CALL_DOC
-
-
-class DropBlock(_Stochastic):
+class DropBlock(_Functional):
     """Drops contiguous blocks of feature maps (Ghiasi et al. 2018): see :func:`jaxdrop.dropblock`.
 
     Examples:
@@ -442,42 +412,29 @@ class DropBlock(_Stochastic):
       (2, 8, 8, 4)
     """
 
-    kind: ClassVar[str] = "dropblock"
+    kind = "dropblock"
+    function = staticmethod(F.dropblock)
+    options = ("block_size", "channel_axis", "share_across_channels", "generator")
 
     def __init__(
         self,
-        rate,
+        rate: float,
         *,
-        block_size=7,
-        channel_axis=-1,
-        share_across_channels=False,
+        block_size: int | Sequence[int] = 7,
+        channel_axis: int = -1,
+        share_across_channels: bool = False,
         generator: _masks.Generator = "fast",
-        deterministic=False,
-        rng_collection="dropout",
-        rngs=None,
-        axis_name=None,
+        deterministic: bool | None = False,
+        rng_collection: str = "dropout",
+        rngs: rnglib.Rngs | rnglib.RngStream | None = None,
+        axis_name: str | Sequence[str] | None = None,
     ):
         self.rate, self.block_size, self.channel_axis = rate, block_size, channel_axis
         self.share_across_channels, self.generator = share_across_channels, generator
         self._init_stochastic(deterministic, rng_collection, rngs, axis_name)
 
-    def __call__(self, inputs, *, deterministic=None, rngs=None, rate=None):
-        return self._apply(
-            F.dropblock,
-            inputs,
-            rate,
-            deterministic,
-            rngs,
-            block_size=self.block_size,
-            channel_axis=self.channel_axis,
-            share_across_channels=self.share_across_channels,
-            generator=self.generator,
-        )
 
-    __call__.__doc__ = _CALL_DOC
-
-
-class LockedDropout(_Stochastic):
+class LockedDropout(_Functional):
     """Variational (locked) dropout: one mask per sequence, shared over time; see :func:`jaxdrop.locked_dropout`.
 
     Examples:
@@ -488,31 +445,26 @@ class LockedDropout(_Stochastic):
       True
     """
 
-    kind: ClassVar[str] = "locked"
+    kind = "locked"
+    function = staticmethod(F.locked_dropout)
+    options = ("time_axis", "generator")
 
     def __init__(
         self,
-        rate,
+        rate: float,
         *,
-        time_axis=1,
+        time_axis: int = 1,
         generator: _masks.Generator = "fast",
-        deterministic=False,
-        rng_collection="dropout",
-        rngs=None,
-        axis_name=None,
+        deterministic: bool | None = False,
+        rng_collection: str = "dropout",
+        rngs: rnglib.Rngs | rnglib.RngStream | None = None,
+        axis_name: str | Sequence[str] | None = None,
     ):
         self.rate, self.time_axis, self.generator = rate, time_axis, generator
         self._init_stochastic(deterministic, rng_collection, rngs, axis_name)
 
-    def __call__(self, inputs, *, deterministic=None, rngs=None, rate=None):
-        return self._apply(
-            F.locked_dropout, inputs, rate, deterministic, rngs, time_axis=self.time_axis, generator=self.generator
-        )
 
-    __call__.__doc__ = _CALL_DOC
-
-
-class TokenDropout(_Stochastic):
+class TokenDropout(_Functional):
     """Drops whole token vectors (every feature of a position at once); see :func:`jaxdrop.token_dropout`.
 
     Examples:
@@ -523,28 +475,23 @@ class TokenDropout(_Stochastic):
       True
     """
 
-    kind: ClassVar[str] = "token"
+    kind = "token"
+    function = staticmethod(F.token_dropout)
+    options = ("feature_axis", "generator")
 
     def __init__(
         self,
-        rate,
+        rate: float,
         *,
-        feature_axis=-1,
+        feature_axis: int = -1,
         generator: _masks.Generator = "fast",
-        deterministic=False,
-        rng_collection="dropout",
-        rngs=None,
-        axis_name=None,
+        deterministic: bool | None = False,
+        rng_collection: str = "dropout",
+        rngs: rnglib.Rngs | rnglib.RngStream | None = None,
+        axis_name: str | Sequence[str] | None = None,
     ):
         self.rate, self.feature_axis, self.generator = rate, feature_axis, generator
         self._init_stochastic(deterministic, rng_collection, rngs, axis_name)
-
-    def __call__(self, inputs, *, deterministic=None, rngs=None, rate=None):
-        return self._apply(
-            F.token_dropout, inputs, rate, deterministic, rngs, feature_axis=self.feature_axis, generator=self.generator
-        )
-
-    __call__.__doc__ = _CALL_DOC
 
 
 class WordDropout(_Stochastic):
@@ -561,16 +508,43 @@ class WordDropout(_Stochastic):
       1
     """
 
-    kind: ClassVar[str] = "word"
+    kind = "word"
 
-    def __init__(self, rate, *, deterministic=False, rng_collection="dropout", rngs=None, axis_name=None):
+    def __init__(
+        self,
+        rate: float,
+        *,
+        deterministic: bool | None = False,
+        rng_collection: str = "dropout",
+        rngs: rnglib.Rngs | rnglib.RngStream | None = None,
+        axis_name: str | Sequence[str] | None = None,
+    ):
         self.rate = rate
         self._init_stochastic(deterministic, rng_collection, rngs, axis_name)
 
-    def __call__(self, inputs, token_ids, *, deterministic=None, rngs=None, rate=None):
-        """Applies word dropout to ``inputs`` (embeddings ``(..., time, features)``) given their ``token_ids``."""
-        drop_words = lambda x, r, **kw: F.word_dropout(x, token_ids, r, **kw)
-        return self._apply(drop_words, inputs, rate, deterministic, rngs)
+    def __call__(
+        self,
+        inputs: jax.Array,
+        token_ids: jax.Array,
+        *,
+        deterministic: bool | None = None,
+        rngs: rnglib.Rngs | rnglib.RngStream | jax.Array | None = None,
+        rate: jax.typing.ArrayLike | None = None,
+    ) -> jax.Array:
+        """Applies word dropout to ``inputs`` given their ``token_ids``.
+
+        Args:
+          inputs: the embedded tokens, ``(..., time, features)``.
+          token_ids: the integer ids of the tokens, ``(..., time)``.
+          deterministic: takes precedence over the attribute when given; True is the identity.
+          rngs: a key, ``RngStream`` or ``Rngs`` used instead of the layer's own stream.
+          rate: a call-time value replacing the attribute; may be traced without recompiling.
+
+        Returns:
+          An array with the shape and dtype of ``inputs``.
+        """
+        rate, deterministic, key = self._resolve(rate, deterministic, rngs)
+        return F.word_dropout(inputs, token_ids, rate, key=key, deterministic=deterministic)
 
 
 # ---------------------------------------------------------------- DropConnect: a masked kernel per call
@@ -579,28 +553,57 @@ class WordDropout(_Stochastic):
 class _DropConnect(_Stochastic):
     """Masks ``self.kernel`` for the duration of the wrapped flax layer's call; the layer's maths is unchanged."""
 
-    kind: ClassVar[str] = "dropconnect"
-    key_free_rates: ClassVar[tuple[float, ...]] = (0.0,)
+    kind = "dropconnect"
+    key_free_rates = (0.0,)
 
-    def _init_dropconnect(self, rate, inverted, generator, deterministic, rng_collection, rngs, axis_name):
+    kernel: nnx.Param  # for type checkers: the parameter of the wrapped nnx.Linear or nnx.Conv
+
+    def _init_dropconnect(
+        self,
+        rate: float,
+        inverted: bool,
+        generator: _masks.Generator,
+        deterministic: bool | None,
+        rng_collection: str,
+        rngs: rnglib.Rngs,
+        axis_name: str | Sequence[str] | None,
+    ) -> None:
         self.rate, self.inverted, self.generator = rate, inverted, generator
         self._init_stochastic(deterministic, rng_collection, rngs, axis_name)
 
-    def _masked_call(self, parent_call, inputs, deterministic, rngs, rate):
-        rate = _layers.resolve_rate(self.rate, rate)
-        deterministic, key = self._resolve(rate, deterministic, rngs)
+    def __call__(
+        self,
+        inputs: jax.Array,
+        *,
+        deterministic: bool | None = None,
+        rngs: rnglib.Rngs | rnglib.RngStream | jax.Array | None = None,
+        rate: jax.typing.ArrayLike | None = None,
+    ) -> jax.Array:
+        """Applies the wrapped flax layer with its kernel masked by DropConnect.
+
+        Args:
+          inputs: the layer's input.
+          deterministic: takes precedence over the attribute when given; True uses the plain kernel.
+          rngs: a key, ``RngStream`` or ``Rngs`` used instead of the layer's own stream.
+          rate: a call-time value replacing the attribute; may be traced without recompiling.
+
+        Returns:
+          The wrapped layer's output.
+        """
+        layer_call = super(_Stochastic, self).__call__  # the next class in the MRO: nnx.Linear or nnx.Conv
+        rate, deterministic, key = self._resolve(rate, deterministic, rngs)
         if deterministic:
-            return parent_call(self, inputs)
+            return layer_call(inputs)
         kernel = self.kernel[...]
         # The masked kernel is a function of the parameter, so gradients reach the parameter through it.
         self.kernel[...] = F.dropconnect(kernel, rate, key=key, inverted=self.inverted, generator=self.generator)
         try:
-            return parent_call(self, inputs)
+            return layer_call(inputs)
         finally:
             self.kernel[...] = kernel
 
 
-class DropConnectLinear(_DropConnect, nnx.Linear):
+class DropConnectLinear(_DropConnect, nnx.Linear):  # type: ignore[misc]  # our call: no `out_sharding`
     """``flax.nnx.Linear`` whose kernel is masked by DropConnect on each call (Wan et al. 2013).
 
     Takes ``nnx.Linear``'s arguments plus ``rate`` and the usual dropout arguments; its parameters are those of
@@ -617,28 +620,23 @@ class DropConnectLinear(_DropConnect, nnx.Linear):
 
     def __init__(
         self,
-        in_features,
-        out_features,
+        in_features: int,
+        out_features: int,
         *,
-        rate=0.5,
-        inverted=True,
+        rate: float = 0.5,
+        inverted: bool = True,
         generator: _masks.Generator = "fast",
-        deterministic=False,
-        rng_collection="dropout",
+        deterministic: bool | None = False,
+        rng_collection: str = "dropout",
         rngs: rnglib.Rngs,
-        axis_name=None,
-        **linear_kwargs,
+        axis_name: str | Sequence[str] | None = None,
+        **linear_kwargs: Any,
     ):
         nnx.Linear.__init__(self, in_features, out_features, rngs=rngs, **linear_kwargs)
         self._init_dropconnect(rate, inverted, generator, deterministic, rng_collection, rngs, axis_name)
 
-    def __call__(self, inputs, *, deterministic=None, rngs=None, rate=None):
-        return self._masked_call(nnx.Linear.__call__, inputs, deterministic, rngs, rate)
 
-    __call__.__doc__ = _CALL_DOC
-
-
-class DropConnectConv(_DropConnect, nnx.Conv):
+class DropConnectConv(_DropConnect, nnx.Conv):  # type: ignore[misc]  # our call: no `out_sharding`
     """``flax.nnx.Conv`` whose kernel is masked by DropConnect on each call (Wan et al. 2013).
 
     Examples:
@@ -651,26 +649,21 @@ class DropConnectConv(_DropConnect, nnx.Conv):
 
     def __init__(
         self,
-        in_features,
-        out_features,
-        kernel_size,
+        in_features: int,
+        out_features: int,
+        kernel_size: int | Sequence[int],
         *,
-        rate=0.5,
-        inverted=True,
+        rate: float = 0.5,
+        inverted: bool = True,
         generator: _masks.Generator = "fast",
-        deterministic=False,
-        rng_collection="dropout",
+        deterministic: bool | None = False,
+        rng_collection: str = "dropout",
         rngs: rnglib.Rngs,
-        axis_name=None,
-        **conv_kwargs,
+        axis_name: str | Sequence[str] | None = None,
+        **conv_kwargs: Any,
     ):
         nnx.Conv.__init__(self, in_features, out_features, kernel_size, rngs=rngs, **conv_kwargs)
         self._init_dropconnect(rate, inverted, generator, deterministic, rng_collection, rngs, axis_name)
-
-    def __call__(self, inputs, *, deterministic=None, rngs=None, rate=None):
-        return self._masked_call(nnx.Conv.__call__, inputs, deterministic, rngs, rate)
-
-    __call__.__doc__ = _CALL_DOC
 
 
 # ---------------------------------------------------------------- concrete dropout: a learned rate
@@ -681,6 +674,7 @@ class ConcreteRegularizer(nnx.Variable):
 
 
 def _uniform_logit(key, init_min: float, init_max: float) -> jax.Array:
+    """The initial ``p_logit``: uniform in logit space between ``logit(init_min)`` and ``logit(init_max)``."""
     low, high = (math.log(p) - math.log1p(-p) for p in (init_min, init_max))
     if low == high:
         return jnp.asarray(low, jnp.float32)
@@ -711,24 +705,24 @@ class ConcreteDropout(_Stochastic):
       True
     """
 
-    kind: ClassVar[str] = "concrete"
-    key_free_rates: ClassVar[tuple[float, ...]] = ()
+    kind = "concrete"
+    key_free_rates = ()
 
     def __init__(
         self,
         layer: nnx.Module | None = None,
         *,
-        weight_regularizer=1e-6,
-        dropout_regularizer=1e-5,
-        init_min=0.1,
-        init_max=0.1,
-        temperature=0.1,
-        broadcast_dims=(),
-        input_dim=None,
-        deterministic=False,
-        rng_collection="dropout",
+        weight_regularizer: float = 1e-6,
+        dropout_regularizer: float = 1e-5,
+        init_min: float = 0.1,
+        init_max: float = 0.1,
+        temperature: float = 0.1,
+        broadcast_dims: Sequence[int] = (),
+        input_dim: int | None = None,
+        deterministic: bool | None = False,
+        rng_collection: str = "dropout",
         rngs: rnglib.Rngs | None = None,
-        axis_name=None,
+        axis_name: str | Sequence[str] | None = None,
     ):
         self.layer = layer
         self.weight_regularizer, self.dropout_regularizer = weight_regularizer, dropout_regularizer
@@ -747,7 +741,14 @@ class ConcreteDropout(_Stochastic):
         """The current drop rate, ``sigmoid(p_logit)``."""
         return jax.nn.sigmoid(self.p_logit[...])
 
-    def __call__(self, inputs, *, deterministic=None, rngs=None, weight=None):
+    def __call__(
+        self,
+        inputs: jax.Array,
+        *,
+        deterministic: bool | None = None,
+        rngs: rnglib.Rngs | rnglib.RngStream | jax.Array | None = None,
+        weight: Any = None,
+    ) -> jax.Array:
         """Drops ``inputs`` with the learned rate, applies ``layer`` if any, and stores the regulariser.
 
         Args:
@@ -760,7 +761,7 @@ class ConcreteDropout(_Stochastic):
           ``layer(dropped)`` if a layer is wrapped, else the dropped inputs.
         """
         p_logit = self.p_logit[...]
-        deterministic, key = self._resolve(p_logit, deterministic, rngs)
+        _, deterministic, key = self._resolve(p_logit, deterministic, rngs)  # the rate is the learned one
         out = F.concrete_dropout(
             inputs,
             p_logit,
@@ -801,6 +802,8 @@ def concrete_regularization(model: nnx.Module) -> jax.Array:
 
 # ---------------------------------------------------------------- attention
 
-#: ``attention_fn`` for ``nnx.MultiHeadAttention``: attention dropout from the core, mask not stored.
-#: ``nnx.MultiHeadAttention(..., dropout_rate=0.1, attention_fn=jaxdrop.nnx.attention_fn, rngs=rngs)``.
 attention_fn = F.dot_product_attention
+"""``attention_fn`` for ``nnx.MultiHeadAttention``: attention dropout from the core, mask not stored.
+
+``nnx.MultiHeadAttention(..., dropout_rate=0.1, attention_fn=jaxdrop.nnx.attention_fn, rngs=rngs)``.
+"""
