@@ -101,9 +101,13 @@ def choice(value: str, options: Sequence[str], name: str) -> str:
     return value
 
 
-def key(value: object, name: str = "key") -> jax.Array:
-    """Accepts a typed key (``jax.random.key``) or a legacy ``uint32[2]`` key (``jax.random.PRNGKey``)."""
-    _debug.record_key_use(value)  # a no-op unless `jaxdrop.debug.key_reuse_warnings()` is active
+def key(value: object, name: str = "key", *, site: str | None = None) -> jax.Array:
+    """Accepts a typed key (``jax.random.key``) or a legacy ``uint32[2]`` key (``jax.random.PRNGKey``).
+
+    ``site`` names the public function that draws randomness from the key (``"dropout"``): the use is recorded for
+    ``jaxdrop.debug.key_reuse_warnings``. Without it (a root key that is folded into others, a key already recorded
+    by the caller) nothing is recorded.
+    """
     if value is None:
         raise ValueError(
             f"`{name}` is required when `deterministic=False` and the rate is in (0, 1): pass "
@@ -115,23 +119,27 @@ def key(value: object, name: str = "key") -> jax.Array:
                 f"`{name}` must be a single key (shape ()), got a batch of shape {value.shape}; "
                 f"use `jax.vmap` to map over keys."
             )
-        return value
-    try:
-        arr = jnp.asarray(value)
-    except TypeError as err:
-        raise TypeError(
-            f"`{name}` must be a PRNG key from `jax.random.key` or `jax.random.PRNGKey`; got {type(value).__name__}."
-        ) from err
-    if arr.dtype != jnp.uint32 or arr.shape != (2,):
-        raise TypeError(
-            f"`{name}` must be a PRNG key: a typed key from `jax.random.key(seed)` or a legacy uint32[2] key "
-            f"from `jax.random.PRNGKey(seed)`; got an array of dtype {arr.dtype} and shape {arr.shape}."
-        )
-    return arr
+        checked = value
+    else:
+        try:
+            checked = jnp.asarray(value)
+        except TypeError as err:
+            raise TypeError(
+                f"`{name}` must be a PRNG key from `jax.random.key` or `jax.random.PRNGKey`; "
+                f"got {type(value).__name__}."
+            ) from err
+        if checked.dtype != jnp.uint32 or checked.shape != (2,):
+            raise TypeError(
+                f"`{name}` must be a PRNG key: a typed key from `jax.random.key(seed)` or a legacy uint32[2] key "
+                f"from `jax.random.PRNGKey(seed)`; got an array of dtype {checked.dtype} and shape {checked.shape}."
+            )
+    if site is not None:
+        _debug.record_key_use(value, site)  # a no-op unless `jaxdrop.debug.key_reuse_warnings()` is active
+    return checked
 
 
 def non_negative(value: jax.typing.ArrayLike, name: str, *, strict: bool = False) -> float | jax.Array:
-    """Validates a scalar ``>= 0`` (``> 0`` when ``strict``): a noise scale, a temperature, a regulariser weight.
+    """Validates a finite scalar ``>= 0`` (``> 0`` when ``strict``): a noise scale, a temperature, a weight.
 
     Like ``probability``: a Python float when static, otherwise the traced scalar as a float32 array (a traced
     value cannot raise inside ``jit``).
@@ -154,10 +162,28 @@ def non_negative(value: jax.typing.ArrayLike, name: str, *, strict: bool = False
     return jnp.asarray(value, jnp.float32)
 
 
+def positive(value: jax.typing.ArrayLike, name: str) -> jax.Array:
+    """``non_negative(value, name, strict=True)`` as a float32 array: a value that is data of a jitted computation
+    (a noise precision, a standard deviation) rather than a switch, so never a Python float."""
+    return jnp.asarray(non_negative(value, name, strict=True), jnp.float32)
+
+
 def positive_int(value: object, name: str) -> int:
-    """Validates a static integer ``>= 1`` (a block size, a depth, a feature count)."""
+    """Validates a static integer ``>= 1`` (a block size, a depth, a number of samples): see ``int_in_range``."""
+    return int_in_range(value, name, 1)
+
+
+def int_in_range(value: object, name: str, low: int, high: int | None = None) -> int:
+    """Validates a static Python int in ``[low, high]`` (``>= low`` when ``high`` is None).
+
+    Such an int sets a shape or a length (a block size, a number of samples, ``k``, a number of bins), so it
+    cannot be traced: floats, bools and arrays are rejected, NumPy integers accepted.
+    """
+    accepted = f">= {low}" if high is None else f"in [{low}, {high}]"
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"`{name}` must be a positive Python int; got {value!r}.")
-    if value < 1:
-        raise ValueError(f"`{name}` must be >= 1; got {value}.")
-    return int(value)
+        expected = "a positive Python int" if (low, high) == (1, None) else f"a Python int {accepted}"
+        raise TypeError(f"`{name}` must be {expected}; got {value!r}.")
+    integer = int(value)  # exact for any Integral; typeshed's numbers.Integral has no `<=` with int
+    if integer < low or (high is not None and integer > high):
+        raise ValueError(f"`{name}` must be {accepted}; got {integer}.")
+    return integer

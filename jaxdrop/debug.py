@@ -4,14 +4,18 @@
 - :func:`assert_deterministic`: fails if a function (a model in eval mode) still samples random numbers.
 
 A key reused by two dropout sites gives them the same mask (or, for different shapes, masks built from the same
-bits): the layers' noise is correlated and nothing fails. Inside :func:`key_reuse_warnings`, every key handed to a
-function of ``jaxdrop.functional`` (and so to every ``jaxdrop.linen`` / ``jaxdrop.nnx`` layer, which call them) is
-remembered, and a second use of the same key in the same trace emits a :class:`KeyReuseWarning` naming both call
-sites. "The same key" is the same tracer object (inside ``jit``, ``vmap``, ``grad``, ``scan``) or, for a concrete
-key, the same key data and implementation in the same trace (eager calls share the top-level trace).
+bits): the layers' noise is correlated and nothing fails. Inside :func:`key_reuse_warnings`, every key a function of
+``jaxdrop.functional`` draws randomness from (and so every key of a ``jaxdrop.linen`` / ``jaxdrop.nnx`` /
+``jaxdrop.equinox`` layer, which call them) is remembered, and a second use of the same key in the same trace emits a
+:class:`KeyReuseWarning` naming both call sites. "The same key" is the same tracer object (inside ``jit``, ``vmap``,
+``grad``, ``scan``) or, for a concrete key, the same key data and implementation in the same trace (eager calls share
+the top-level trace).
 
-Outside the context manager the hook is a single context-variable lookup; nothing is recorded and no JAX setting is
-touched.
+Each public function says explicitly that it draws from its key: it checks the key with
+``jaxdrop._checks.key(key, site="its_name")``, once per call (a variant built on another passes its checked key on
+without recording it again). A root key that is only folded into per-sample keys (``mc.sample``, ``mc.predict``) is
+checked without a ``site`` and not counted. Outside the context manager the hook is a single context-variable lookup;
+nothing is recorded and no JAX setting is touched.
 
 Why not JAX's own checker (``jax.debug_key_reuse(True)``)? It does catch two ``jaxdrop.dropout`` calls with the same
 typed key, but it also raises on a single dropout call under ``jax.grad``: jaxdrop regenerates the mask from the key
@@ -47,8 +51,9 @@ from jax.extend.core import get_opaque_trace_state
 
 __all__ = ["KeyReuseWarning", "assert_deterministic", "key_reuse_warnings"]
 
-# Only keys that reach a mask-drawing function count; `mc.sample` / `mc.predict` validate a root key that they fold.
-_COUNTED_MODULE_PREFIX = "jaxdrop.functional"
+# The call site named in a warning is the innermost frame whose module is in none of these packages: jaxdrop itself
+# and the libraries that call it on the user's behalf (JAX's transformations, Flax and Equinox modules).
+_LIBRARY_PACKAGES = frozenset({"jaxdrop", "jax", "jaxlib", "flax", "equinox"})
 
 
 class KeyReuseWarning(UserWarning):
@@ -59,8 +64,7 @@ class KeyReuseWarning(UserWarning):
 class _Use:
     key: object  # the tracer itself, or (implementation, key bytes) for a concrete key
     trace: object  # the trace a concrete key was used in (None for tracers: a tracer belongs to one trace)
-    caller: types.FrameType  # the frame of the jaxdrop function that validated the key
-    where: str  # "dropout at model.py:12", for the message
+    where: str  # "jaxdrop.dropout called at model.py:12", for the message
 
 
 @dataclasses.dataclass
@@ -78,8 +82,8 @@ def key_reuse_warnings() -> Iterator[None]:
     Use it while writing or debugging a model: run one training step (or ``model.init`` / ``apply``) inside it.
     Tracing happens inside the block, so wrap the first call of a ``jit``-ed function (a cached function is not
     traced again). It is scoped to the current thread / context and restores the previous state on exit; it never
-    changes JAX's configuration. Call sites are kept alive until the block exits, so do not leave it open around a
-    long training loop.
+    changes JAX's configuration. The keys used (tracers included) are kept alive until the block exits, so do not
+    leave it open around a long training loop.
 
     Yields:
       None.
@@ -91,49 +95,44 @@ def key_reuse_warnings() -> Iterator[None]:
         _ACTIVE.reset(token)
 
 
-def record_key_use(value: object) -> None:
-    """The hook in ``jaxdrop._checks.key``: a no-op unless :func:`key_reuse_warnings` is active."""
+def record_key_use(value: object, site: str) -> None:
+    """Records that the public function ``site`` draws randomness from the key ``value``; warns on a second use.
+
+    The hook in ``jaxdrop._checks.key(..., site=...)``, called after the key is checked: a no-op unless
+    :func:`key_reuse_warnings` is active.
+
+    Args:
+      value: a checked key: a typed key or a legacy ``uint32[2]`` key, concrete or traced.
+      site: the public function the user called, e.g. ``"spatial_dropout2d"``; the warning names it.
+    """
     registry = _ACTIVE.get()
-    if registry is None or value is None:
-        return
-    caller = sys._getframe(2)  # record_key_use <- _checks.key <- the jaxdrop function using the key
-    if not caller.f_globals.get("__name__", "").startswith(_COUNTED_MODULE_PREFIX):
+    if registry is None:
         return
     identity, trace = _identity(value)
-    if identity is None:
-        return
-    ancestors = _ancestors(caller)
+    where, stacklevel = _call_site(site)
     for use in registry.uses:
-        if not _same_key(use, identity, trace):
-            continue
-        if any(frame is use.caller for frame in ancestors):
-            return  # the same call validating its key again (e.g. an attention function and its dropout)
-        here = _describe(caller)
-        warnings.warn(
-            f"The same PRNG key is used by two dropout calls in one trace: {use.where} and {here}. Both draw the "
-            f"same random bits, so their masks are correlated (identical for equal shapes). Derive one key per "
-            f"call: `jax.random.split(key)` or `jaxdrop.fold_in(key, name)`.",
-            KeyReuseWarning,
-            stacklevel=4,
-        )
-        return
-    registry.uses.append(_Use(identity, trace, caller, _describe(caller)))
+        if _same_key(use, identity, trace):
+            warnings.warn(
+                f"The same PRNG key is used by two dropout calls in one trace: {use.where} and {where}. Both draw "
+                f"the same random bits, so their masks are correlated (identical for equal shapes). Derive one key "
+                f"per call: `jax.random.split(key)` or `jaxdrop.fold_in(key, name)`.",
+                KeyReuseWarning,
+                stacklevel=stacklevel,
+            )
+            return
+    registry.uses.append(_Use(identity, trace, where))
 
 
 def _identity(value: object) -> tuple[object, object]:
     """(the key's identity, its trace): the tracer object itself, or the concrete key's bytes in the current trace."""
     if isinstance(value, jax.core.Tracer):
         return value, None
-    try:
-        if isinstance(value, jax.Array) and jax.dtypes.issubdtype(value.dtype, jax.dtypes.prng_key):
-            identity = (str(jax.random.key_impl(value)), np.asarray(jax.random.key_data(value)).tobytes())
-        else:
-            data = np.asarray(value)
-            if data.dtype != np.uint32 or data.shape != (2,):
-                return None, None  # not a key: `_checks.key` raises its own error right after
-            identity = ("legacy", data.tobytes())
-    except (TypeError, ValueError):
-        return None, None
+    if isinstance(value, jax.Array) and jax.dtypes.issubdtype(value.dtype, jax.dtypes.prng_key):
+        with jax.ensure_compile_time_eval():  # a concrete key closed over by a jitted function: read it, not trace it
+            data = np.asarray(jax.random.key_data(value))
+        identity = (str(jax.random.key_impl(value)), data.tobytes())
+    else:
+        identity = ("legacy", np.asarray(value).tobytes())  # a checked uint32[2] key
     return identity, get_opaque_trace_state()
 
 
@@ -143,24 +142,19 @@ def _same_key(use: _Use, identity: object, trace: object) -> bool:
     return use.key == identity and use.trace == trace
 
 
-def _ancestors(frame: types.FrameType | None) -> list[types.FrameType]:
-    frames = []
-    while frame is not None:
-        frames.append(frame)
-        frame = frame.f_back
-    return frames
+def _call_site(site: str) -> tuple[str, int]:
+    """(``"jaxdrop.dropout called at model.py:12"``, the ``stacklevel`` of that line for a warning in the caller).
 
-
-def _describe(caller: types.FrameType) -> str:
-    """``"jaxdrop spatial_dropout called at model.py:12"``: the outermost jaxdrop function and its call site."""
-    outer: types.FrameType = caller
-    frame: types.FrameType | None = caller
-    while frame is not None and frame.f_globals.get("__name__", "").split(".")[0] in ("jaxdrop", "jax", "flax"):
-        if frame.f_globals.get("__name__", "").startswith("jaxdrop"):
-            outer = frame
+    The line is the innermost frame outside ``_LIBRARY_PACKAGES``, judged by its module's name: the user's call into
+    jaxdrop, directly, through a layer or inside a transformed function.
+    """
+    frame: types.FrameType | None = sys._getframe(1)  # the caller, which warns: stacklevel 1
+    stacklevel = 1
+    while frame is not None and frame.f_globals.get("__name__", "").partition(".")[0] in _LIBRARY_PACKAGES:
         frame = frame.f_back
-    site = f"{frame.f_code.co_filename}:{frame.f_lineno}" if frame is not None else "?"
-    return f"jaxdrop {outer.f_code.co_qualname} called at {site}"
+        stacklevel += 1
+    line = f"{frame.f_code.co_filename}:{frame.f_lineno}" if frame is not None else "?"
+    return f"jaxdrop.{site} called at {line}", stacklevel
 
 
 # Primitives that turn a key into random bits. Key plumbing (random_seed, random_wrap, random_split,

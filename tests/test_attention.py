@@ -3,6 +3,7 @@
 import contextlib
 import io
 
+import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -139,16 +140,29 @@ def test_edge_rates_traced_rate_and_vmap():
     np.testing.assert_array_equal(fn(q, k, v, 1.0, rng), jnp.zeros_like(plain))
     grads = jax.grad(lambda q, k, v: jnp.sum(fn(q, k, v, 1.0, rng) * q), argnums=(0, 1, 2))(q, k, v)
     assert all((np.asarray(g) == 0).all() for g in grads)
-    for kwargs in (dict(dropout_rate=0.0), dict(dropout_rate=0.5, deterministic=True), dict(dropout_rate=1.0)):
-        static = lambda q, k, v, kw=kwargs: jaxdrop.dot_product_attention(q, k, v, **kw)  # no dropout_rng needed
-        assert not random_primitives(static, q, k, v)
-        expected = jnp.zeros_like(plain) if kwargs["dropout_rate"] == 1.0 else plain
-        np.testing.assert_allclose(jax.jit(static)(q, k, v), expected, rtol=1e-5, atol=1e-6)
     keys = jax.random.split(rng, 3)
     mapped = jax.vmap(fn, in_axes=(None, None, None, None, 0))(q, k, v, 0.5, keys)
     for i in range(3):
         np.testing.assert_allclose(mapped[i], fn(q, k, v, 0.5, keys[i]), rtol=1e-6, atol=1e-6)
     assert not np.array_equal(mapped[0], mapped[1])
+
+
+class EagerAndJitTest(chex.TestCase):
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_shape_dtype_and_static_edge_rates(self):
+        q, k, v = _qkv()
+        out = self.variant(
+            lambda q, k, v, rng: jaxdrop.dot_product_attention(q, k, v, dropout_rng=rng, dropout_rate=0.3)
+        )(q, k, v, jax.random.key(1))
+        chex.assert_shape(out, (B, Q, H, D))
+        chex.assert_type(out, jnp.float32)
+        chex.assert_tree_all_finite(out)
+        plain = jax.jit(nn.dot_product_attention)(q, k, v)
+        for kwargs in (dict(dropout_rate=0.0), dict(dropout_rate=0.5, deterministic=True), dict(dropout_rate=1.0)):
+            static = lambda q, k, v, kw=kwargs: jaxdrop.dot_product_attention(q, k, v, **kw)  # no dropout_rng needed
+            assert not random_primitives(static, q, k, v)
+            expected = jnp.zeros_like(plain) if kwargs["dropout_rate"] == 1.0 else plain
+            chex.assert_trees_all_close(self.variant(static)(q, k, v), expected, rtol=1e-5, atol=1e-6)
 
 
 def test_usable_as_flax_attention_fn_in_linen_and_nnx():

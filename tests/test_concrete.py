@@ -1,9 +1,11 @@
 """Concrete dropout: the reference maths, gradients to the rate, learning the rate, the regulariser."""
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from absl.testing import parameterized
 from variant_checks import normal, random_primitives
 
 import jaxdrop
@@ -140,6 +142,30 @@ def test_dtypes_transforms_and_saturated_rate():
     traced_temperature = jax.jit(lambda x, t: jaxdrop.concrete_dropout(x, -1.0, key=key, temperature=t))
     np.testing.assert_allclose(traced_temperature(x, 0.1), reference, rtol=1e-5, atol=1e-6)
     assert np.isnan(np.asarray(traced_temperature(x, -1.0))).all()
+
+
+class EagerAndJitTest(chex.TestCase):
+    @chex.variants(with_jit=True, without_jit=True)
+    @parameterized.named_parameters(
+        ("dense", 0.1, ()),
+        ("spatial", _concrete.SPATIAL_TEMPERATURE, (1,)),
+    )
+    def test_shape_dtype_and_deterministic(self, temperature, broadcast_dims):
+        x = normal(3, (4, 6, 8))
+        drop = self.variant(
+            lambda x, p, key: jaxdrop.concrete_dropout(
+                x, p, key=key, temperature=temperature, broadcast_dims=broadcast_dims
+            )
+        )
+        y = drop(x, jnp.float32(-1.0), jax.random.key(0))
+        chex.assert_shape(y, x.shape)
+        chex.assert_type(y, jnp.float32)
+        chex.assert_tree_all_finite(y)
+        if broadcast_dims:
+            factor = y / x  # the relaxed mask, shared along axis 1 (up to the rounding of the product and quotient)
+            chex.assert_trees_all_close(factor, jnp.broadcast_to(factor[:, :1], x.shape), rtol=1e-6)
+        at_inference = self.variant(lambda x, p: jaxdrop.concrete_dropout(x, p, deterministic=True))
+        chex.assert_trees_all_equal(at_inference(x, jnp.float32(-1.0)), x)
 
 
 @pytest.mark.parametrize(

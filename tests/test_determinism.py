@@ -364,6 +364,24 @@ def test_debug_warns_on_key_reuse_under_jit_and_vmap_and_eagerly(first, second):
     assert len(_reuse_warnings(run, x, jax.random.PRNGKey(0))) == 1
 
 
+def test_debug_warning_names_both_calls_and_points_at_user_code():
+    key = jax.random.key(0)  # a concrete key closed over by the traced function
+
+    def model(x):
+        h = jaxdrop.spatial_dropout2d(x, RATE, key=key)  # validated once, though it delegates to dropout
+        return jaxdrop.dot_product_attention(h, h, h, dropout_rng=key, dropout_rate=RATE)  # and so is this one
+
+    first = model.__code__.co_firstlineno + 1
+    with warnings.catch_warnings(record=True) as caught, key_reuse_warnings():
+        warnings.simplefilter("always")
+        jax.eval_shape(model, _inputs(RANK4))  # tracing is enough
+    (warning,) = [w for w in caught if issubclass(w.category, KeyReuseWarning)]
+    assert (warning.filename, warning.lineno) == (__file__, first + 1)  # the stacklevel names the user's line
+    message = str(warning.message)
+    assert f"jaxdrop.spatial_dropout2d called at {__file__}:{first} and " in message, message
+    assert f"jaxdrop.dot_product_attention called at {__file__}:{first + 1}." in message, message
+
+
 def test_debug_warns_for_equal_concrete_keys_and_layers_sharing_a_key():
     x = _inputs(RANK3)
     messages = _reuse_warnings(

@@ -1,11 +1,13 @@
 """Drop path / stochastic depth: whole examples or the whole batch, linear rates, residual helper."""
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from absl.testing import parameterized
 from stat_bounds import binomial_bound
-from variant_checks import check_variant, normal
+from variant_checks import check_eager_and_jit, check_variant, normal
 
 import jaxdrop
 
@@ -68,6 +70,22 @@ def test_common_properties(mode):
     x = normal(3, (8, 3, 4))
     apply = lambda x, rate, key, det: jaxdrop.drop_path(x, rate, key=key, deterministic=det, mode=mode)
     check_variant(apply, x, 0.5)
+
+
+class EagerAndJitTest(chex.TestCase):
+    @chex.variants(with_jit=True, without_jit=True)
+    @parameterized.named_parameters(
+        ("row", lambda x, rate, key, det: jaxdrop.drop_path(x, rate, key=key, deterministic=det)),
+        ("batch", lambda x, rate, key, det: jaxdrop.drop_path(x, rate, key=key, deterministic=det, mode="batch")),
+        (  # on a zero residual: the dropped branch alone
+            "residual",
+            lambda x, rate, key, det: jaxdrop.residual_drop_path(
+                jnp.zeros_like(x), x, rate, key=key, deterministic=det
+            ),
+        ),
+    )
+    def test_shape_dtype_and_edge_rates(self, apply):
+        check_eager_and_jit(self.variant, apply, normal(3, (8, 3, 4)), 0.5)
 
 
 @pytest.mark.parametrize(

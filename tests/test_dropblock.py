@@ -4,13 +4,15 @@ import contextlib
 import io
 import math
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from absl.testing import parameterized
 from jax.ad_checkpoint import print_saved_residuals
 from numpy.lib.stride_tricks import sliding_window_view
-from variant_checks import check_variant, normal
+from variant_checks import check_eager_and_jit, check_variant, normal
 
 import jaxdrop
 from jaxdrop.functional._dropblock import seed_rate
@@ -114,6 +116,18 @@ def test_common_properties():
     x = normal(3, (4, 6, 6, 3))
     apply = lambda x, rate, key, det: jaxdrop.dropblock2d(x, rate, key=key, deterministic=det, block_size=3)
     check_variant(apply, x)
+
+
+class EagerAndJitTest(chex.TestCase):
+    @chex.variants(with_jit=True, without_jit=True)
+    @parameterized.named_parameters(
+        ("dropblock", jaxdrop.dropblock, (4, 6, 6, 3)),
+        ("dropblock2d", jaxdrop.dropblock2d, (4, 6, 6, 3)),
+        ("dropblock3d", jaxdrop.dropblock3d, (2, 4, 4, 4, 3)),
+    )
+    def test_shape_dtype_and_edge_rates(self, fn, shape):
+        apply = lambda x, rate, key, det: fn(x, rate, key=key, deterministic=det, block_size=3)
+        check_eager_and_jit(self.variant, apply, normal(3, shape))
 
 
 @pytest.mark.parametrize(

@@ -6,11 +6,13 @@ import subprocess
 import sys
 import textwrap
 
+import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from absl.testing import parameterized
 from jax.ad_checkpoint import print_saved_residuals
 from jax.test_util import check_grads
 from stat_bounds import binomial_bound
@@ -18,6 +20,7 @@ from stat_bounds import binomial_bound
 import jaxdrop
 
 GENERATORS = ["fast", "jax"]
+KEY = jax.random.key(0)
 RANDOM_PRIMITIVES = ("random_bits", "random_seed", "random_wrap", "random_unwrap", "threefry2x32", "iota")
 
 
@@ -27,15 +30,71 @@ def _primitive_names(jaxpr) -> set[str]:
     return {name for name in RANDOM_PRIMITIVES if f" {name}[" in text or f" {name} " in text}
 
 
-@pytest.mark.parametrize("generator", GENERATORS)
-@pytest.mark.parametrize("rate", [0.1, 0.5, 0.9])
-def test_inverted_dropout_values(key, generator, rate):
-    x = jnp.full((500, 400), 3.0)
-    y = jaxdrop.dropout(x, rate, key=key, generator=generator)
-    kept = np.asarray(y != 0)
-    np.testing.assert_allclose(np.asarray(y)[kept], 3.0 / (1 - rate), rtol=1e-6)
-    assert abs(kept.mean() - (1 - rate)) < binomial_bound(kept.size, 1 - rate)
-    assert abs(float(y.mean()) - 3.0) < 3.0 * binomial_bound(kept.size, 1 - rate) / (1 - rate)
+class EagerAndJitTest(chex.TestCase):
+    """The basic semantics, each test run twice by ``chex.variants``: eagerly and under ``jax.jit``."""
+
+    @chex.variants(with_jit=True, without_jit=True)
+    @parameterized.product(generator=GENERATORS, rate=(0.1, 0.5, 0.9))
+    def test_inverted_dropout_values(self, generator, rate):
+        x = jnp.full((500, 400), 3.0)
+        y = self.variant(lambda x, key: jaxdrop.dropout(x, rate, key=key, generator=generator))(x, KEY)
+        chex.assert_shape(y, x.shape)
+        chex.assert_type(y, jnp.float32)
+        kept = np.asarray(y != 0)
+        np.testing.assert_allclose(np.asarray(y)[kept], 3.0 / (1 - rate), rtol=1e-6)
+        assert abs(kept.mean() - (1 - rate)) < binomial_bound(kept.size, 1 - rate)
+        assert abs(float(y.mean()) - 3.0) < 3.0 * binomial_bound(kept.size, 1 - rate) / (1 - rate)
+
+    @chex.variants(with_jit=True, without_jit=True)
+    @parameterized.parameters(*GENERATORS)
+    def test_classic_dropout(self, generator):
+        x = jnp.full((300, 300), 2.0)
+        y = self.variant(lambda x, key: jaxdrop.dropout(x, 0.25, key=key, inverted=False, generator=generator))(x, KEY)
+        assert set(np.unique(np.asarray(y)).tolist()) == {0.0, 2.0}
+        at_inference = self.variant(lambda x: jaxdrop.dropout(x, 0.25, deterministic=True, inverted=False))(x)
+        chex.assert_trees_all_close(at_inference, jnp.full_like(x, 1.5), rtol=1e-7)
+        at_rate_zero = self.variant(lambda x, key: jaxdrop.dropout(x, 0.0, key=key, inverted=False))(x, KEY)
+        chex.assert_trees_all_equal(at_rate_zero, x)
+
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_key_not_needed_for_static_zero_or_one_or_deterministic(self):
+        x = jnp.ones(3)
+        chex.assert_trees_all_equal(self.variant(lambda x: jaxdrop.dropout(x, 0.0))(x), x)
+        chex.assert_trees_all_equal(self.variant(lambda x: jaxdrop.dropout(x, 1.0))(x), jnp.zeros_like(x))
+        chex.assert_trees_all_equal(self.variant(lambda x: jaxdrop.dropout(x, 0.4, deterministic=True))(x), x)
+
+    @chex.variants(with_jit=True, without_jit=True)
+    @parameterized.parameters(*GENERATORS)
+    def test_rate_one_gives_zeros_and_zero_gradients(self, generator):
+        x = jnp.array([1.0, -2.0, jnp.inf, 1e30])
+
+        def loss(x, rate):
+            return jnp.sum(jaxdrop.dropout(x, rate, key=KEY, generator=generator) * 3.0)
+
+        for rate in [1.0, jnp.float32(1.0)]:
+            y = self.variant(lambda x, r: jaxdrop.dropout(x, r, key=KEY, generator=generator))(x, rate)
+            chex.assert_trees_all_equal(y, jnp.zeros_like(x))
+            grad = self.variant(jax.grad(loss))(x, rate)
+            chex.assert_trees_all_equal(grad, jnp.zeros_like(x))
+            assert not np.isnan(np.asarray(grad)).any()
+
+    @chex.variants(with_jit=True, without_jit=True)
+    @parameterized.product(dtype=("float32", "bfloat16", "float16"), generator=GENERATORS)
+    def test_dtype_preserved_and_scaled_once(self, dtype, generator):
+        dtype = jnp.dtype(dtype)
+        x = jnp.ones((200, 200), dtype)
+        static_rate = self.variant(lambda x, key: jaxdrop.dropout(x, 0.1, key=key, generator=generator))
+        traced_rate = self.variant(lambda x, key, rate: jaxdrop.dropout(x, rate, key=key, generator=generator))
+        for y in (static_rate(x, KEY), traced_rate(x, KEY, jnp.float32(0.1))):
+            chex.assert_type(y, dtype)
+            kept = np.asarray(y != 0)
+            # the keep decision is made in integer space: rate 0.1 is not quantised by the dtype
+            assert abs(kept.mean() - 0.9) < binomial_bound(kept.size, 0.9)
+            # one rounding of the exact 1/0.9 to the dtype (bf16 arithmetic would round 0.9 first)
+            expected = np.asarray(jnp.asarray(1 / 0.9, jnp.float32).astype(dtype)).astype(np.float32)
+            np.testing.assert_array_equal(np.asarray(y, np.float32)[kept], expected)
+        grad = self.variant(jax.grad(lambda x: jaxdrop.dropout(x, 0.5, key=KEY).astype(jnp.float32).sum()))(x)
+        chex.assert_type(grad, dtype)
 
 
 def test_expectation_preserved_over_keys():
@@ -45,15 +104,6 @@ def test_expectation_preserved_over_keys():
     # per-element std of the mean: |x| sqrt(rate / (1 - rate) / n)
     tol = 5 * np.abs(np.asarray(x)) * np.sqrt(0.3 / 0.7 / 4000) + 1e-6
     assert np.all(np.abs(np.asarray(mean - x)) <= tol)
-
-
-@pytest.mark.parametrize("generator", GENERATORS)
-def test_classic_dropout(key, generator):
-    x = jnp.full((300, 300), 2.0)
-    y = jaxdrop.dropout(x, 0.25, key=key, inverted=False, generator=generator)
-    assert set(np.unique(np.asarray(y)).tolist()) == {0.0, 2.0}
-    np.testing.assert_allclose(jaxdrop.dropout(x, 0.25, deterministic=True, inverted=False), 1.5)
-    np.testing.assert_array_equal(jaxdrop.dropout(x, 0.0, key=key, inverted=False), x)
 
 
 def test_jax_generator_matches_flax_linen_dropout(key):
@@ -89,28 +139,6 @@ def test_static_zero_rate_and_deterministic_trace_no_random_ops():
         assert jaxpr.jaxpr.outvars[0] is jaxpr.jaxpr.invars[0]
     jaxpr = jax.make_jaxpr(lambda x: jaxdrop.dropout(x, 0.3, deterministic=True, inverted=False))(x)
     assert not _primitive_names(jaxpr.jaxpr) & set(RANDOM_PRIMITIVES)
-
-
-def test_key_not_needed_for_static_zero_or_one_or_deterministic():
-    x = jnp.ones(3)
-    np.testing.assert_array_equal(jaxdrop.dropout(x, 0.0), x)
-    np.testing.assert_array_equal(jaxdrop.dropout(x, 1.0), 0.0)
-    np.testing.assert_array_equal(jaxdrop.dropout(x, 0.4, deterministic=True), x)
-
-
-@pytest.mark.parametrize("generator", GENERATORS)
-def test_rate_one_gives_zeros_and_zero_gradients(key, generator):
-    x = jnp.array([1.0, -2.0, jnp.inf, 1e30])
-
-    def loss(x, rate):
-        return jnp.sum(jaxdrop.dropout(x, rate, key=key, generator=generator) * 3.0)
-
-    for rate in [1.0, jnp.float32(1.0)]:
-        y = jax.jit(lambda x, r: jaxdrop.dropout(x, r, key=key, generator=generator))(x, rate)
-        np.testing.assert_array_equal(y, 0.0)
-        grad = jax.grad(loss)(x, rate)
-        np.testing.assert_array_equal(grad, 0.0)
-        assert not np.isnan(np.asarray(grad)).any()
 
 
 def test_traced_rate_no_recompile_and_correct_rates():
@@ -177,23 +205,6 @@ def test_scan_equals_unrolled():
     for i, k in enumerate(keys):
         carry, out = step(carry, k)
         np.testing.assert_array_equal(scanned[i], out)
-
-
-@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16, jnp.float16])
-@pytest.mark.parametrize("generator", GENERATORS)
-def test_dtype_preserved_and_scaled_once(key, dtype, generator):
-    x = jnp.ones((200, 200), dtype)
-    for rate in [0.1, jnp.float32(0.1)]:
-        y = jaxdrop.dropout(x, rate, key=key, generator=generator)
-        assert y.dtype == dtype
-        kept = np.asarray(y != 0)
-        # the keep decision is made in integer space: rate 0.1 is not quantised by the dtype
-        assert abs(kept.mean() - 0.9) < binomial_bound(kept.size, 0.9)
-        # one rounding of the exact 1/0.9 to the dtype (bf16 arithmetic would round 0.9 first)
-        expected = np.asarray(jnp.asarray(1 / 0.9, jnp.float32).astype(dtype)).astype(np.float32)
-        np.testing.assert_array_equal(np.asarray(y, np.float32)[kept], expected)
-    grad = jax.grad(lambda x: jaxdrop.dropout(x, 0.5, key=key).astype(jnp.float32).sum())(x)
-    assert grad.dtype == dtype
 
 
 def _saved_residuals(f, *args) -> list[str]:

@@ -3,13 +3,15 @@
 import contextlib
 import io
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from absl.testing import parameterized
 from jax.ad_checkpoint import print_saved_residuals
 from stat_bounds import binomial_bound
-from variant_checks import check_variant, normal, random_primitives
+from variant_checks import check_eager_and_jit, check_variant, normal, random_primitives
 
 import jaxdrop
 from jaxdrop.functional import _noise
@@ -133,6 +135,20 @@ def test_common_properties(name):
     x = normal(3, (4, 3, 8))
     apply = lambda x, rate, key, det: fn(x, rate, key=key, deterministic=det)
     check_variant(apply, x)
+
+
+class EagerAndJitTest(chex.TestCase):
+    @chex.variants(with_jit=True, without_jit=True)
+    @parameterized.named_parameters(
+        ("alpha_dropout", "alpha_dropout", "zeros"),
+        ("feature_alpha_dropout", "feature_alpha_dropout", "zeros"),
+        ("gaussian_dropout", "gaussian_dropout", "zeros"),
+        ("gaussian_noise", "gaussian_noise", None),  # the rate is a standard deviation: 1 is no special case
+    )
+    def test_shape_dtype_and_edge_rates(self, name, at_one):
+        fn = getattr(jaxdrop, name)
+        apply = lambda x, rate, key, det: fn(x, rate, key=key, deterministic=det)
+        check_eager_and_jit(self.variant, apply, normal(3, (4, 3, 8)), at_one=at_one)
 
 
 @pytest.mark.parametrize(

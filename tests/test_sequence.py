@@ -1,11 +1,13 @@
 """Locked (variational) dropout, the recurrent mask inside lax.scan, token dropout and word-type dropout."""
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from absl.testing import parameterized
 from stat_bounds import binomial_bound
-from variant_checks import check_variant, normal, randint
+from variant_checks import check_eager_and_jit, check_variant, normal, randint
 
 import jaxdrop
 
@@ -115,17 +117,25 @@ def test_word_dropout_expectation_and_gradients():
     np.testing.assert_array_equal(grad, samples[0] / x)
 
 
-@pytest.mark.parametrize("variant", ["locked_dropout", "token_dropout", "word_dropout", "locked_mask"])
+IDS = randint(4, (4, 6), 5)
+APPLY = {
+    "locked_dropout": lambda x, rate, key, det: jaxdrop.locked_dropout(x, rate, key=key, deterministic=det),
+    "token_dropout": lambda x, rate, key, det: jaxdrop.token_dropout(x, rate, key=key, deterministic=det),
+    "word_dropout": lambda x, rate, key, det: jaxdrop.word_dropout(x, IDS, rate, key=key, deterministic=det),
+    "locked_mask": lambda x, rate, key, det: jaxdrop.locked_mask(key, rate, (4, 1, 8), deterministic=det)(x),
+}
+
+
+@pytest.mark.parametrize("variant", list(APPLY))
 def test_common_properties(variant):
-    x = normal(3, (4, 6, 8))
-    ids = randint(4, (4, 6), 5)
-    apply = {
-        "locked_dropout": lambda x, rate, key, det: jaxdrop.locked_dropout(x, rate, key=key, deterministic=det),
-        "token_dropout": lambda x, rate, key, det: jaxdrop.token_dropout(x, rate, key=key, deterministic=det),
-        "word_dropout": lambda x, rate, key, det: jaxdrop.word_dropout(x, ids, rate, key=key, deterministic=det),
-        "locked_mask": lambda x, rate, key, det: jaxdrop.locked_mask(key, rate, (4, 1, 8), deterministic=det)(x),
-    }[variant]
-    check_variant(apply, x)
+    check_variant(APPLY[variant], normal(3, (4, 6, 8)))
+
+
+class EagerAndJitTest(chex.TestCase):
+    @chex.variants(with_jit=True, without_jit=True)
+    @parameterized.named_parameters((name, name) for name in APPLY)
+    def test_shape_dtype_and_edge_rates(self, name):
+        check_eager_and_jit(self.variant, APPLY[name], normal(3, (4, 6, 8)))
 
 
 @pytest.mark.parametrize(

@@ -1,11 +1,13 @@
 """Spatial (channel) dropout: whole feature maps dropped, rank and axis checks."""
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from absl.testing import parameterized
 from stat_bounds import binomial_bound
-from variant_checks import check_variant, normal
+from variant_checks import check_eager_and_jit, check_variant, normal
 
 import jaxdrop
 
@@ -56,6 +58,19 @@ def test_common_properties():
     x = normal(3, (4, 3, 3, 8))
     apply = lambda x, rate, key, det: jaxdrop.spatial_dropout2d(x, rate, key=key, deterministic=det)
     check_variant(apply, x)
+
+
+class EagerAndJitTest(chex.TestCase):
+    @chex.variants(with_jit=True, without_jit=True)
+    @parameterized.named_parameters(
+        ("spatial_dropout", jaxdrop.spatial_dropout, (4, 3, 3, 8)),
+        ("spatial_dropout1d", jaxdrop.spatial_dropout1d, (4, 3, 8)),
+        ("spatial_dropout2d", jaxdrop.spatial_dropout2d, (4, 3, 3, 8)),
+        ("spatial_dropout3d", jaxdrop.spatial_dropout3d, (4, 3, 3, 3, 8)),
+    )
+    def test_shape_dtype_and_edge_rates(self, fn, shape):
+        apply = lambda x, rate, key, det: fn(x, rate, key=key, deterministic=det)
+        check_eager_and_jit(self.variant, apply, normal(3, shape))
 
 
 @pytest.mark.parametrize(

@@ -1,12 +1,14 @@
 """DropConnect on a weight array and on chosen leaves of a params pytree."""
 
+import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from absl.testing import parameterized
 from stat_bounds import binomial_bound
-from variant_checks import check_variant, normal
+from variant_checks import check_eager_and_jit, check_variant, normal
 
 import jaxdrop
 from jaxdrop.functional._weights import path_name
@@ -73,6 +75,19 @@ def test_common_properties():
     w = normal(3, (8, 6))
     apply = lambda w, rate, key, det: jaxdrop.dropconnect(w, rate, key=key, deterministic=det)
     check_variant(apply, w)
+
+
+class EagerAndJitTest(chex.TestCase):
+    @chex.variants(with_jit=True, without_jit=True)
+    @parameterized.named_parameters(
+        ("dropconnect", lambda w, rate, key, det: jaxdrop.dropconnect(w, rate, key=key, deterministic=det)),
+        (
+            "dropconnect_params",
+            lambda w, rate, key, det: jaxdrop.dropconnect_params({"w": w}, rate, key=key, deterministic=det)["w"],
+        ),
+    )
+    def test_shape_dtype_and_edge_rates(self, apply):
+        check_eager_and_jit(self.variant, apply, normal(3, (8, 6)))
 
 
 @pytest.mark.parametrize(

@@ -1,13 +1,15 @@
 """Checks every dropout variant must pass, shared by the variant test files (not collected by pytest itself).
 
-``apply(x, rate, key, deterministic)`` adapts a variant to one calling convention. Everything runs compiled and
-each program is compiled once: eager execution compiles every primitive on its own, which is slow on a busy CPU.
+``apply(x, rate, key, deterministic)`` adapts a variant to one calling convention. ``check_variant`` runs compiled
+and compiles each program once: eager execution compiles every primitive on its own, which is slow on a busy CPU.
+``check_eager_and_jit`` holds the few properties checked both ways, under ``chex.variants``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -49,17 +51,19 @@ def check_variant(apply: Apply, x: jax.Array, rate: float = 0.3, *, at_one: str 
     assert np.isfinite(reference).all()
     low_precision = jax.jit(lambda x, key: [apply(x.astype(dtype), rate, key, False) for dtype in TOLERANCE])
     for dtype, y in zip(TOLERANCE, low_precision(x, key), strict=True):
-        assert y.dtype == dtype and y.shape == x.shape, (dtype, y.dtype, y.shape)
-        np.testing.assert_allclose(np.asarray(y, np.float32), reference, rtol=TOLERANCE[dtype], atol=TOLERANCE[dtype])
+        chex.assert_type(y, dtype)
+        chex.assert_shape(y, x.shape)
+        chex.assert_trees_all_close(np.asarray(y, np.float32), reference, rtol=TOLERANCE[dtype], atol=TOLERANCE[dtype])
 
     keys = jax.random.split(key, 8)
     mapped = np.asarray(jax.jit(jax.vmap(run, in_axes=(None, 0)))(x, keys))
     for i in range(3):
-        np.testing.assert_allclose(mapped[i], np.asarray(run(x, keys[i])), rtol=1e-6, atol=1e-6)
+        chex.assert_trees_all_close(mapped[i], run(x, keys[i]), rtol=1e-6, atol=1e-6)
     assert len({sample.tobytes() for sample in mapped}) > 1  # different keys, different samples
 
     grad = jax.jit(jax.grad(lambda x: jnp.sum(run(x, key) ** 2)))(x)
-    assert grad.shape == x.shape and np.isfinite(np.asarray(grad)).all()
+    chex.assert_shape(grad, x.shape)
+    chex.assert_tree_all_finite(grad)
 
     assert apply(x, 0.0, key, False) is x
     assert apply(x, 0.4, None, True) is x
@@ -67,10 +71,38 @@ def check_variant(apply: Apply, x: jax.Array, rate: float = 0.3, *, at_one: str 
     assert not random_primitives(lambda x, k: apply(x, 0.4, k, True), x, key)
 
     traced = jax.jit(lambda x, r: apply(x, r, key, False))
-    np.testing.assert_allclose(np.asarray(traced(x, 0.0)), np.asarray(x), rtol=1e-6, atol=1e-6)
-    assert np.isfinite(np.asarray(traced(x, rate))).all()
+    chex.assert_trees_all_close(traced(x, 0.0), x, rtol=1e-6, atol=1e-6)
+    chex.assert_tree_all_finite(traced(x, rate))
     if at_one == "zeros":
-        assert (np.asarray(apply(x, 1.0, None, False)) == 0).all()  # static: no key needed
-        assert (np.asarray(traced(x, 1.0)) == 0).all()
+        zeros = jnp.zeros_like(x)
+        chex.assert_trees_all_equal(apply(x, 1.0, None, False), zeros)  # static: no key needed
+        chex.assert_trees_all_equal(traced(x, 1.0), zeros)
         grad = jax.jit(jax.grad(lambda x, r: jnp.sum(apply(x, r, key, False) * x)))(x, 1.0)
-        assert (np.asarray(grad) == 0).all(), grad
+        chex.assert_trees_all_equal(grad, zeros)
+
+
+def check_eager_and_jit(
+    variant: Callable[[Callable], Callable],
+    apply: Apply,
+    x: jax.Array,
+    rate: float = 0.3,
+    *,
+    at_one: str | None = "zeros",
+) -> None:
+    """The properties checked eagerly and under ``jit`` alike: call it from a test under
+    ``chex.variants(with_jit=True, without_jit=True)`` with ``self.variant``.
+
+    - a draw at ``rate`` keeps the shape and dtype of ``x`` and is finite;
+    - a static rate 0 and ``deterministic`` give ``x`` back, with no key;
+    - a static rate 1 gives zeros, with no key (``at_one="zeros"``).
+
+    Only float32 runs eagerly (each dtype compiles every primitive again); ``check_variant`` covers the other dtypes.
+    """
+    drawn = variant(lambda x, key: apply(x, rate, key, False))(x, jax.random.key(0))
+    chex.assert_shape(drawn, x.shape)
+    chex.assert_type(drawn, x.dtype)
+    chex.assert_tree_all_finite(drawn)
+    chex.assert_trees_all_equal(variant(lambda x: apply(x, 0.0, None, False))(x), x)
+    chex.assert_trees_all_equal(variant(lambda x: apply(x, rate, None, True))(x), x)
+    if at_one == "zeros":
+        chex.assert_trees_all_equal(variant(lambda x: apply(x, 1.0, None, False))(x), jnp.zeros_like(x))

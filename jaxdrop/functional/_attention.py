@@ -12,7 +12,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from jaxdrop import _checks, _masks
-from jaxdrop.functional._dropout import dropout
+from jaxdrop.functional._dropout import bernoulli_dropout
 
 
 def _check_shapes(query: jax.Array, key: jax.Array, value: jax.Array) -> None:
@@ -114,20 +114,6 @@ def dot_product_attention(
       >>> import flax.linen as nn
       >>> layer = nn.MultiHeadDotProductAttention(num_heads=4, attention_fn=jaxdrop.dot_product_attention)
     """
-    if (qk_attn_weights_einsum is None) != (attn_weights_value_einsum is None):
-        raise ValueError("`qk_attn_weights_einsum` and `attn_weights_value_einsum` must be given together.")
-    if qk_attn_weights_einsum is not None and (precision is not None or einsum_dot_general is not None):
-        raise ValueError(
-            "`qk_attn_weights_einsum`/`attn_weights_value_einsum` and `precision`/`einsum_dot_general` "
-            "are mutually exclusive; pass only one of them."
-        )
-    _checks.static_bool(force_fp32_for_softmax, "force_fp32_for_softmax")
-    is_causal = _checks.static_bool(is_causal, "is_causal")
-    broadcast_dropout = _checks.static_bool(broadcast_dropout, "broadcast_dropout")
-    deterministic = _checks.static_bool(deterministic, "deterministic")
-    rate = _checks.probability(dropout_rate, "dropout_rate")
-    _checks.choice(generator, _masks.GENERATORS, "generator")
-
     if promote_dtype is not None:
         # flax.nnx's promote_dtype returns JAX arrays; the cast is for mypy only (no runtime effect).
         query, key, value = cast(
@@ -140,6 +126,19 @@ def dot_product_attention(
         _checks.floating_array(array, name)
     dtype = query.dtype
     _check_shapes(query, key, value)
+    rate = _checks.probability(dropout_rate, "dropout_rate")
+    deterministic = _checks.static_bool(deterministic, "deterministic")
+    broadcast_dropout = _checks.static_bool(broadcast_dropout, "broadcast_dropout")
+    _checks.static_bool(force_fp32_for_softmax, "force_fp32_for_softmax")
+    is_causal = _checks.static_bool(is_causal, "is_causal")
+    if (qk_attn_weights_einsum is None) != (attn_weights_value_einsum is None):
+        raise ValueError("`qk_attn_weights_einsum` and `attn_weights_value_einsum` must be given together.")
+    if qk_attn_weights_einsum is not None and (precision is not None or einsum_dot_general is not None):
+        raise ValueError(
+            "`qk_attn_weights_einsum`/`attn_weights_value_einsum` and `precision`/`einsum_dot_general` "
+            "are mutually exclusive; pass only one of them."
+        )
+    _checks.choice(generator, _masks.GENERATORS, "generator")
 
     default_einsum = functools.partial(
         jnp.einsum, precision=precision, _dot_general=einsum_dot_general or lax.dot_general
@@ -162,15 +161,15 @@ def dot_product_attention(
     static = isinstance(rate, float)
     no_dropout = deterministic or (static and rate == 0.0)
     needs_key = not no_dropout and not (static and rate == 1.0)  # static rate 1: zero weights, no key needed
-    dropout_rng = _checks.key(dropout_rng, "dropout_rng") if needs_key else None
+    dropout_rng = _checks.key(dropout_rng, "dropout_rng", site="dot_product_attention") if needs_key else None
     # Flax's broadcast_dropout shares the mask over every axis but (q_length, kv_length).
     shared_axes = tuple(range(logits.ndim - 2)) if broadcast_dropout else ()
     value_einsum = attn_weights_value_einsum or default_einsum
 
     def attend(logits, value, rng, rate):
         weights = jax.nn.softmax(logits).astype(dtype)  # softmax in float32, then the computation dtype
-        if not no_dropout:
-            weights = dropout(weights, rate, key=rng, broadcast_dims=shared_axes, generator=generator)
+        if not no_dropout:  # the key is checked and recorded above, outside the checkpoint (site=None here)
+            weights = bernoulli_dropout(weights, rate, rng, site=None, shared_axes=shared_axes, generator=generator)
         return value_einsum("...hqk,...khd->...qhd", weights, value).astype(dtype)
 
     if attn_weights_value_einsum is not None:  # a custom einsum may be a flax module: no rematerialisation

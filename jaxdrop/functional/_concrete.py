@@ -98,7 +98,7 @@ def concrete_dropout(
     _checks.choice(generator, _masks.GENERATORS, "generator")
     if deterministic:
         return x
-    key = _checks.key(key)
+    key = _checks.key(key, site="concrete_dropout")
     if not isinstance(temperature, float):  # a traced temperature <= 0 cannot raise inside jit: NaN output
         temperature = jnp.where(temperature > 0.0, temperature, jnp.nan)
     noise_shape = _core.mask_shape(x.shape, shared_axes)

@@ -4,6 +4,22 @@
 forward and backward passes each regenerate the mask from the key inside one fused loop, so autodiff keeps only
 the key (and scalars) as residuals, never a mask the size of the input. Unlike a ``custom_vjp`` this keeps
 forward-mode autodiff (``jax.jvp``, ``jax.jacfwd``) working.
+
+Every public function of ``jaxdrop.functional`` checks its arguments in one order, so the error reported for a
+call with several bad arguments is predictable:
+
+1. the input arrays: their dtypes, and the shapes that must agree between inputs (``token_ids`` and
+   ``tokens_embedded``, ``query``/``key``/``value``);
+2. the rate (or the noise scale, ``p_logit``, the temperature);
+3. the flags, ``deterministic`` first;
+4. ranks, axes, modes and sizes (``check_rank``, ``channel_axis``, ``broadcast_dims``, ``mode``, ``block_size``);
+5. ``generator``;
+6. the short-circuit: ``deterministic``, a static rate 0 or 1 (``output_without_mask``) need no key;
+7. the key, only when randomness is drawn: ``jaxdrop._checks.key(key, site=name)`` records it under the public
+   function's name for ``jaxdrop.debug.key_reuse_warnings``.
+
+A function built on another (``spatial_dropout`` on ``dropout``) calls the other's private, already-checked form
+(``bernoulli_dropout``), so one call checks each argument and records its key once.
 """
 
 from __future__ import annotations
@@ -30,6 +46,17 @@ def keep_scale(rate: float | jax.Array, inverted: bool) -> float | jax.Array:
     scale = jnp.where(rate < 1.0, 1.0 / jnp.maximum(1.0 - rate, jnp.finfo(jnp.float32).tiny), 0.0)
     scale = scale if inverted else jnp.ones_like(rate)
     return jnp.where(valid, scale, jnp.nan)
+
+
+def output_without_mask(x: jax.Array, rate: float | jax.Array, deterministic: bool) -> jax.Array | None:
+    """The output when nothing random is drawn, else None: ``x`` itself when ``deterministic`` or the rate is
+    statically 0, zeros when it is statically 1 (every element dropped, zero gradient; no key needed)."""
+    static = isinstance(rate, float)
+    if deterministic or (static and rate == 0.0):
+        return x
+    if static and rate == 1.0:
+        return jnp.zeros_like(x)
+    return None
 
 
 def compute_dtype(dtype: jnp.dtype) -> jnp.dtype:

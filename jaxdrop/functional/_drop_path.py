@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxdrop import _checks, _masks
-from jaxdrop.functional._dropout import dropout
+from jaxdrop.functional._dropout import bernoulli_dropout
 
 DropPathMode = Literal["row", "batch"]
 
@@ -63,8 +63,26 @@ def drop_path(
       True
     """
     x = _checks.floating_array(x)
-    _checks.choice(mode, ("row", "batch"), "mode")
+    return _drop_path(x, rate, key, deterministic, mode, batch_axis, scale_by_keep, generator, site="drop_path")
+
+
+def _drop_path(
+    x: jax.Array,
+    rate: jax.typing.ArrayLike,
+    key: jax.Array | None,
+    deterministic: bool,
+    mode: DropPathMode,
+    batch_axis: int,
+    scale_by_keep: bool,
+    generator: _masks.Generator,
+    *,
+    site: str,
+) -> jax.Array:
+    """``drop_path`` once its input arrays are checked: the rest of the arguments in the functional order."""
+    rate = _checks.probability(rate, "rate")
+    deterministic = _checks.static_bool(deterministic, "deterministic")
     scale_by_keep = _checks.static_bool(scale_by_keep, "scale_by_keep")
+    _checks.choice(mode, ("row", "batch"), "mode")
     if mode == "row":
         if x.ndim == 0:
             raise ValueError("`x` must have a batch axis for `mode='row'` (rank >= 1); got a scalar.")
@@ -72,10 +90,10 @@ def drop_path(
         shared = tuple(axis for axis in range(x.ndim) if axis != batch)
     else:
         shared = tuple(range(x.ndim))
-    deterministic = _checks.static_bool(deterministic, "deterministic")
+    _checks.choice(generator, _masks.GENERATORS, "generator")
     if deterministic:
-        return x  # also when not scale_by_keep: `dropout(inverted=False)` would scale by 1 - rate here
-    return dropout(x, rate, key=key, broadcast_dims=shared, inverted=scale_by_keep, generator=generator)
+        return x  # also when not scale_by_keep: classic dropout (`inverted=False`) would scale by 1 - rate here
+    return bernoulli_dropout(x, rate, key, site=site, shared_axes=shared, inverted=scale_by_keep, generator=generator)
 
 
 def linear_drop_path_rates(max_rate: jax.typing.ArrayLike, depth: int) -> tuple[float, ...] | jax.Array:
@@ -156,14 +174,7 @@ def residual_drop_path(
     branch = _checks.floating_array(branch, "branch")
     if residual.shape != branch.shape:
         raise ValueError(f"`residual` and `branch` must have the same shape; got {residual.shape} and {branch.shape}.")
-    dropped = drop_path(
-        branch,
-        rate,
-        key=key,
-        deterministic=deterministic,
-        mode=mode,
-        batch_axis=batch_axis,
-        scale_by_keep=scale_by_keep,
-        generator=generator,
+    dropped = _drop_path(
+        branch, rate, key, deterministic, mode, batch_axis, scale_by_keep, generator, site="residual_drop_path"
     )
     return residual + dropped

@@ -95,23 +95,52 @@ def dropblock(
       >>> bool(jnp.isclose(y.mean(), 1.0))  # renormalised: the sum is preserved
       True
     """
+    return _dropblock(
+        x,
+        rate,
+        key,
+        deterministic,
+        block_size,
+        channel_axis,
+        share_across_channels,
+        generator,
+        num_spatial=None,
+        site="dropblock",
+    )
+
+
+def _dropblock(
+    x: jax.typing.ArrayLike,
+    rate: jax.typing.ArrayLike,
+    key: jax.Array | None,
+    deterministic: bool,
+    block_size: int | Sequence[int],
+    channel_axis: int,
+    share_across_channels: bool,
+    generator: _masks.Generator,
+    *,
+    num_spatial: int | None,
+    site: str,
+) -> jax.Array:
+    """The DropBlocks, arguments checked in the functional order; ``num_spatial`` fixes the rank (None: any)."""
     x = _checks.floating_array(x)
+    rate = _checks.probability(rate, "rate")
+    deterministic = _checks.static_bool(deterministic, "deterministic")
+    share = _checks.static_bool(share_across_channels, "share_across_channels")
+    if num_spatial is not None:
+        check_rank(x, num_spatial, site)
     channel, spatial = feature_map_axes(x.ndim, channel_axis)
     if not spatial:
         raise ValueError(f"`x` must have at least one spatial axis (rank >= 3); got shape {x.shape}.")
     feature_sizes = tuple(x.shape[axis] for axis in spatial)
     block_sizes = _block_sizes(block_size, feature_sizes)
-    rate = _checks.probability(rate, "rate")
-    deterministic = _checks.static_bool(deterministic, "deterministic")
-    share = _checks.static_bool(share_across_channels, "share_across_channels")
     _checks.choice(generator, _masks.GENERATORS, "generator")
-
+    # Rate 1 short-circuits to zeros: gamma alone would leave gaps between blocks.
+    skipped = _core.output_without_mask(x, rate, deterministic)
+    if skipped is not None:
+        return skipped
+    key = _checks.key(key, site=site)
     static = isinstance(rate, float)
-    if deterministic or (static and rate == 0.0):
-        return x
-    if static and rate == 1.0:  # everything dropped (gamma alone would leave gaps between blocks at rate 1)
-        return jnp.zeros_like(x)
-    key = _checks.key(key)
 
     mask_shape = _core.mask_shape(x.shape, (channel,) if share else ())
     block_of = dict(zip(spatial, block_sizes, strict=True))
@@ -152,24 +181,44 @@ def dropblock2d(
     """``dropblock`` for 2D feature maps, rank 4 ``(batch, height, width, channels)``: square blocks.
 
     Use it after 2D convolutions (Ghiasi et al. 2018; the paper uses ``block_size=7`` on ResNet-50 groups 3 and
-    4). Arguments, return value and errors are those of ``jaxdrop.dropblock``; a wrong rank raises ``ValueError``.
+    4). The rank is checked, so a missing batch or channel axis fails loudly instead of dropping blocks along the
+    wrong axes.
+
+    Args:
+      x: floating-point input ``(batch, height, width, channels)``, or ``(batch, channels, height, width)`` with
+        ``channel_axis=1``; the output has the same dtype.
+      rate: the target fraction of dropped activations, in [0, 1]; static (validated) or traced.
+      key: PRNG key; required unless ``deterministic`` or the rate is statically 0 or 1.
+      deterministic: if True, ``x`` is returned unchanged.
+      block_size: the block side, an int or ``(height, width)``, at most the feature map size.
+      channel_axis: the channel axis (negative allowed), not 0.
+      share_across_channels: one block pattern per example shared by all channels, or one per channel (default).
+      generator: ``"fast"`` (default) or ``"jax"``.
+
+    Returns:
+      An array with the shape and dtype of ``x``.
+
+    Raises:
+      TypeError: ``x`` is not floating point, ``key`` is not a PRNG key, or ``block_size`` is not an int.
+      ValueError: ``x`` is not of rank 4, a bad ``channel_axis``, a ``block_size`` below 1 or larger than the map, a
+        static ``rate`` outside [0, 1], or a missing ``key``.
 
     Examples:
       >>> import jax, jax.numpy as jnp, jaxdrop
       >>> jaxdrop.dropblock2d(jnp.ones((2, 9, 9, 3)), 0.1, key=jax.random.key(0), block_size=4).shape
       (2, 9, 9, 3)
     """
-    x = _checks.floating_array(x)
-    check_rank(x, 2, "dropblock2d")
-    return dropblock(
+    return _dropblock(
         x,
         rate,
-        key=key,
-        deterministic=deterministic,
-        block_size=block_size,
-        channel_axis=channel_axis,
-        share_across_channels=share_across_channels,
-        generator=generator,
+        key,
+        deterministic,
+        block_size,
+        channel_axis,
+        share_across_channels,
+        generator,
+        num_spatial=2,
+        site="dropblock2d",
     )
 
 
@@ -186,23 +235,42 @@ def dropblock3d(
 ) -> jax.Array:
     """``dropblock`` for 3D feature maps, rank 5 ``(batch, depth, height, width, channels)``: cubic blocks.
 
-    Use it after 3D convolutions (video, volumetric images; Ghiasi et al. 2018 extended to three axes). Arguments,
-    return value and errors are those of ``jaxdrop.dropblock``; a wrong rank raises ``ValueError``.
+    Use it after 3D convolutions (video, volumetric images; Ghiasi et al. 2018 extended to three axes). The rank is
+    checked, so a missing batch or channel axis fails loudly instead of dropping blocks along the wrong axes.
+
+    Args:
+      x: floating-point input ``(batch, depth, height, width, channels)``, or channels-first with
+        ``channel_axis=1``; the output has the same dtype.
+      rate: the target fraction of dropped activations, in [0, 1]; static (validated) or traced.
+      key: PRNG key; required unless ``deterministic`` or the rate is statically 0 or 1.
+      deterministic: if True, ``x`` is returned unchanged.
+      block_size: the block side, an int or ``(depth, height, width)``, at most the feature map size.
+      channel_axis: the channel axis (negative allowed), not 0.
+      share_across_channels: one block pattern per example shared by all channels, or one per channel (default).
+      generator: ``"fast"`` (default) or ``"jax"``.
+
+    Returns:
+      An array with the shape and dtype of ``x``.
+
+    Raises:
+      TypeError: ``x`` is not floating point, ``key`` is not a PRNG key, or ``block_size`` is not an int.
+      ValueError: ``x`` is not of rank 5, a bad ``channel_axis``, a ``block_size`` below 1 or larger than the map, a
+        static ``rate`` outside [0, 1], or a missing ``key``.
 
     Examples:
       >>> import jax, jax.numpy as jnp, jaxdrop
       >>> jaxdrop.dropblock3d(jnp.ones((1, 5, 5, 5, 2)), 0.1, key=jax.random.key(0), block_size=3).shape
       (1, 5, 5, 5, 2)
     """
-    x = _checks.floating_array(x)
-    check_rank(x, 3, "dropblock3d")
-    return dropblock(
+    return _dropblock(
         x,
         rate,
-        key=key,
-        deterministic=deterministic,
-        block_size=block_size,
-        channel_axis=channel_axis,
-        share_across_channels=share_across_channels,
-        generator=generator,
+        key,
+        deterministic,
+        block_size,
+        channel_axis,
+        share_across_channels,
+        generator,
+        num_spatial=3,
+        site="dropblock3d",
     )

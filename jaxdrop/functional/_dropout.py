@@ -67,7 +67,35 @@ def dropout(
     inverted = _checks.static_bool(inverted, "inverted")
     shared_axes = _checks.axes(broadcast_dims, x.ndim, "broadcast_dims")
     _checks.choice(generator, _masks.GENERATORS, "generator")
+    return bernoulli_dropout(
+        x,
+        rate,
+        key,
+        site="dropout",
+        deterministic=deterministic,
+        shared_axes=shared_axes,
+        inverted=inverted,
+        generator=generator,
+    )
 
+
+def bernoulli_dropout(
+    x: jax.Array,
+    rate: float | jax.Array,
+    key: jax.Array | None,
+    *,
+    site: str | None,
+    deterministic: bool = False,
+    shared_axes: tuple[int, ...] = (),
+    inverted: bool = True,
+    generator: _masks.Generator = "fast",
+) -> jax.Array:
+    """``dropout`` on checked arguments (``x`` an array, ``rate`` from ``_checks.probability``, normalised axes).
+
+    The variants built on dropout check their own arguments and call this, so a call checks each argument once.
+    ``site`` is the public function the user called, under which the key's use is recorded (see ``jaxdrop.debug``);
+    None when the caller has checked and recorded the key itself.
+    """
     static = isinstance(rate, float)
     if static and rate == 0.0:  # static zero: identity whatever the mode, and nothing random is traced
         return x
@@ -75,7 +103,7 @@ def dropout(
         return x if inverted else _core.scale_values(x, 1.0 - rate)
     if static and rate == 1.0:  # static one: every element dropped; zero gradient
         return jnp.zeros_like(x)
-    key = _checks.key(key)
+    key = _checks.key(key, site=site)
 
     shape = _core.mask_shape(x.shape, shared_axes)
     scale = _core.keep_scale(rate, inverted)

@@ -10,7 +10,7 @@ from jax import lax
 
 from jaxdrop import _checks, _masks
 from jaxdrop.functional import _core
-from jaxdrop.functional._dropout import dropout
+from jaxdrop.functional._dropout import bernoulli_dropout
 from jaxdrop.functional._spatial import feature_map_axes
 
 # SELU constants (Klambauer et al. 2017), to PyTorch's precision.
@@ -20,19 +20,26 @@ SELU_SCALE = 1.0507009873554804934193349852946
 ALPHA_PRIME = -SELU_SCALE * SELU_ALPHA
 
 
-def _alpha_dropout(x, rate, key, deterministic, broadcast_dims, generator):
-    x = _checks.floating_array(x)
-    rate = _checks.probability(rate, "rate")
-    deterministic = _checks.static_bool(deterministic, "deterministic")
-    if deterministic or (isinstance(rate, float) and rate == 0.0):
-        return x
+def _alpha_dropout(
+    x: jax.Array,
+    rate: float | jax.Array,
+    key: jax.Array | None,
+    deterministic: bool,
+    shared_axes: tuple[int, ...],
+    generator: _masks.Generator,
+    site: str,
+) -> jax.Array:
+    """Alpha dropout on checked arguments, shared by ``alpha_dropout`` and ``feature_alpha_dropout``."""
+    skipped = _core.output_without_mask(x, rate, deterministic)  # rate 1: zeros, the limit PyTorch also returns
+    if skipped is not None:
+        return skipped
     # out = a * (x * keep + alpha' * (1 - keep)) + b with a = ((1 - p)(1 + p alpha'^2))^-1/2, b = -a alpha' p.
     # Written as k * dropout(x - alpha') + k * alpha' with k = a (1 - p) = sqrt((1 - p) / (1 + p alpha'^2)): the
-    # core applies the mask (never stored), and k is finite on all of [0, 1], so rate 1 gives 0 without a NaN.
+    # core applies the mask (never stored), and k is finite on all of [0, 1], so a traced rate 1 gives 0, no NaN.
     p = rate if isinstance(rate, float) else lax.stop_gradient(rate)
     affine = ((1.0 - p) / (1.0 + p * ALPHA_PRIME**2)) ** 0.5
     wide = x.astype(_core.compute_dtype(x.dtype))  # subtract and rescale in float32: one rounding to x.dtype
-    dropped = dropout(wide - ALPHA_PRIME, rate, key=key, broadcast_dims=broadcast_dims, generator=generator)
+    dropped = bernoulli_dropout(wide - ALPHA_PRIME, rate, key, site=site, shared_axes=shared_axes, generator=generator)
     return (affine * dropped + affine * ALPHA_PRIME).astype(x.dtype)
 
 
@@ -75,7 +82,11 @@ def alpha_dropout(
       >>> abs(float(y.mean())) < 0.02, round(float(y.std()), 1)
       (True, 1.0)
     """
-    return _alpha_dropout(x, rate, key, deterministic, (), generator)
+    x = _checks.floating_array(x)
+    rate = _checks.probability(rate, "rate")
+    deterministic = _checks.static_bool(deterministic, "deterministic")
+    _checks.choice(generator, _masks.GENERATORS, "generator")
+    return _alpha_dropout(x, rate, key, deterministic, (), generator, "alpha_dropout")
 
 
 def feature_alpha_dropout(
@@ -114,8 +125,11 @@ def feature_alpha_dropout(
       True
     """
     x = _checks.floating_array(x)
+    rate = _checks.probability(rate, "rate")
+    deterministic = _checks.static_bool(deterministic, "deterministic")
     _, spatial = feature_map_axes(x.ndim, channel_axis)
-    return _alpha_dropout(x, rate, key, deterministic, spatial, generator)
+    _checks.choice(generator, _masks.GENERATORS, "generator")
+    return _alpha_dropout(x, rate, key, deterministic, spatial, generator, "feature_alpha_dropout")
 
 
 def _apply_noise(
@@ -178,13 +192,11 @@ def gaussian_dropout(
     rate = _checks.probability(rate, "rate")
     deterministic = _checks.static_bool(deterministic, "deterministic")
     _checks.choice(generator, _masks.GENERATORS, "generator")
-    static = isinstance(rate, float)
-    if deterministic or (static and rate == 0.0):
-        return x
-    if static and rate == 1.0:
-        return jnp.zeros_like(x)
-    key = _checks.key(key)
-    if static:
+    skipped = _core.output_without_mask(x, rate, deterministic)
+    if skipped is not None:
+        return skipped
+    key = _checks.key(key, site="gaussian_dropout")
+    if isinstance(rate, float):
         stddev = (rate / (1.0 - rate)) ** 0.5
         return _apply_noise(x, key, stddev, lambda x, noise: x * (1.0 + noise), generator)
     # Traced: rate 1 gives 0 (see above), an invalid rate NaN (as in `jaxdrop.dropout`).
@@ -236,7 +248,7 @@ def gaussian_noise(
     _checks.choice(generator, _masks.GENERATORS, "generator")
     if deterministic or (isinstance(stddev, float) and stddev == 0.0):
         return x
-    key = _checks.key(key)
+    key = _checks.key(key, site="gaussian_noise")
     if not isinstance(stddev, float):  # a traced negative or NaN stddev cannot raise inside jit: NaN output
         stddev = jnp.where(stddev >= 0.0, stddev, jnp.nan)
     return _apply_noise(x, key, stddev, lambda x, noise: x + noise, generator)

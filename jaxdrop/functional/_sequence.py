@@ -10,12 +10,32 @@ from jax import lax
 
 from jaxdrop import _checks, _masks
 from jaxdrop.functional import _core
-from jaxdrop.functional._dropout import dropout
+from jaxdrop.functional._dropout import bernoulli_dropout
 
 
-def _check_sequence_rank(x: jax.Array, what: str) -> None:
+def _shared_along(
+    x: jax.typing.ArrayLike,
+    rate: jax.typing.ArrayLike,
+    key: jax.Array | None,
+    deterministic: bool,
+    axis: int,
+    axis_name: str,
+    generator: _masks.Generator,
+    *,
+    site: str,
+) -> jax.Array:
+    """Dropout with one decision shared along ``axis`` (time for locked dropout, features for token dropout)."""
+    x = _checks.floating_array(x)
+    rate = _checks.probability(rate, "rate")
+    deterministic = _checks.static_bool(deterministic, "deterministic")
     if x.ndim < 2:
+        what = axis_name.removesuffix("_axis")
         raise ValueError(f"`x` must have a {what} axis and at least one other axis (rank >= 2); got shape {x.shape}.")
+    shared_axes = _checks.axes(axis, x.ndim, axis_name)
+    _checks.choice(generator, _masks.GENERATORS, "generator")
+    return bernoulli_dropout(
+        x, rate, key, site=site, deterministic=deterministic, shared_axes=shared_axes, generator=generator
+    )
 
 
 def locked_dropout(
@@ -57,10 +77,7 @@ def locked_dropout(
       >>> bool((y == y[:, :1, :]).all())  # the same mask at every time step
       True
     """
-    x = _checks.floating_array(x)
-    _check_sequence_rank(x, "time")
-    _checks.axes(time_axis, x.ndim, "time_axis")
-    return dropout(x, rate, key=key, deterministic=deterministic, broadcast_dims=time_axis, generator=generator)
+    return _shared_along(x, rate, key, deterministic, time_axis, "time_axis", generator, site="locked_dropout")
 
 
 def locked_mask(
@@ -107,16 +124,17 @@ def locked_mask(
     """
     rate = _checks.probability(rate, "rate")
     deterministic = _checks.static_bool(deterministic, "deterministic")
-    _checks.choice(generator, _masks.GENERATORS, "generator")
     shape = tuple(int(size) for size in shape)
     if any(size < 0 for size in shape):
         raise ValueError(f"`shape` must have non-negative sizes; got {shape}.")
+    _checks.choice(generator, _masks.GENERATORS, "generator")
     static = isinstance(rate, float)
     if deterministic or (static and rate == 0.0):
         return lambda h: _checks.floating_array(h, "h")
     if static and rate == 1.0:
         return lambda h: jnp.zeros_like(_checks.floating_array(h, "h"))
-    keep = _masks.keep_mask(_checks.key(key), rate if static else lax.stop_gradient(rate), shape, generator)
+    key = _checks.key(key, site="locked_mask")
+    keep = _masks.keep_mask(key, rate if static else lax.stop_gradient(rate), shape, generator)
     scale = _core.keep_scale(rate, inverted=True)
 
     def apply_mask(h: jax.Array) -> jax.Array:
@@ -162,10 +180,7 @@ def token_dropout(
       >>> bool((y == y[..., :1]).all())  # each token vector is all kept or all dropped
       True
     """
-    x = _checks.floating_array(x)
-    _check_sequence_rank(x, "feature")
-    _checks.axes(feature_axis, x.ndim, "feature_axis")
-    return dropout(x, rate, key=key, deterministic=deterministic, broadcast_dims=feature_axis, generator=generator)
+    return _shared_along(x, rate, key, deterministic, feature_axis, "feature_axis", generator, site="token_dropout")
 
 
 def _word_keep(key: jax.Array, rate: float | jax.Array, token_ids: jax.Array) -> jax.Array:
@@ -233,12 +248,11 @@ def word_dropout(
         )
     rate = _checks.probability(rate, "rate")
     deterministic = _checks.static_bool(deterministic, "deterministic")
+    skipped = _core.output_without_mask(x, rate, deterministic)
+    if skipped is not None:
+        return skipped
+    key = _checks.key(key, site="word_dropout")
     static = isinstance(rate, float)
-    if deterministic or (static and rate == 0.0):
-        return x
-    if static and rate == 1.0:
-        return jnp.zeros_like(x)
-    key = _checks.key(key)
     scale = _core.keep_scale(rate, inverted=True)
 
     def make_keep(key, token_ids, *traced_rate):

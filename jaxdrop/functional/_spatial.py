@@ -7,7 +7,7 @@ import numbers
 import jax
 
 from jaxdrop import _checks, _masks
-from jaxdrop.functional._dropout import dropout
+from jaxdrop.functional._dropout import bernoulli_dropout
 
 _LAYOUTS = {
     1: "(batch, length, channels)",
@@ -87,45 +87,159 @@ def spatial_dropout(
       >>> bool((y == y[:, :1, :1, :]).all())  # each feature map is all kept (2.0) or all dropped (0.0)
       True
     """
-    x = _checks.floating_array(x)
-    _, spatial = feature_map_axes(x.ndim, channel_axis)
-    return dropout(x, rate, key=key, deterministic=deterministic, broadcast_dims=spatial, generator=generator)
+    return _spatial_dropout(
+        x, rate, key, deterministic, channel_axis, generator, num_spatial=None, site="spatial_dropout"
+    )
 
 
-def _spatial_dropout_nd(num_spatial: int):
-    fn_name = f"spatial_dropout{num_spatial}d"
+def spatial_dropout1d(
+    x: jax.typing.ArrayLike,
+    rate: jax.typing.ArrayLike,
+    *,
+    key: jax.Array | None = None,
+    deterministic: bool = False,
+    channel_axis: int = -1,
+    generator: _masks.Generator = "fast",
+) -> jax.Array:
+    """``spatial_dropout`` for sequences of feature vectors, rank 3 ``(batch, length, channels)``.
 
-    def spatial_dropout_nd(
-        x: jax.typing.ArrayLike,
-        rate: jax.typing.ArrayLike,
-        *,
-        key: jax.Array | None = None,
-        deterministic: bool = False,
-        channel_axis: int = -1,
-        generator: _masks.Generator = "fast",
-    ) -> jax.Array:
-        x = _checks.floating_array(x)
-        check_rank(x, num_spatial, fn_name)
-        return spatial_dropout(
-            x, rate, key=key, deterministic=deterministic, channel_axis=channel_axis, generator=generator
-        )
+    Use it after 1D convolutions (Tompson et al. 2015; PyTorch's ``Dropout1d``, Keras' ``SpatialDropout1D``): each
+    channel of each example is kept or dropped along the whole length. The rank is checked, so a missing batch or
+    channel axis fails loudly instead of sharing the mask over the wrong axes.
 
-    spatial_dropout_nd.__name__ = spatial_dropout_nd.__qualname__ = fn_name
-    spatial_dropout_nd.__doc__ = f"""``spatial_dropout`` for inputs of rank {num_spatial + 2}, {_LAYOUTS[num_spatial]}.
+    Args:
+      x: floating-point input ``(batch, length, channels)``, or ``(batch, channels, length)`` with
+        ``channel_axis=1``; the output has the same dtype.
+      rate: probability of dropping a feature map, in [0, 1]; static (validated) or traced.
+      key: PRNG key; required unless ``deterministic`` or the rate is statically 0 or 1.
+      deterministic: if True, ``x`` is returned unchanged.
+      channel_axis: the channel axis (negative allowed), not 0.
+      generator: ``"fast"`` (default) or ``"jax"``, as in ``jaxdrop.dropout``.
 
-    Use it after ``Conv`` layers with {num_spatial} spatial dimension(s) (Tompson et al. 2015); it checks the rank
-    so a missing batch or channel axis fails loudly instead of sharing the mask over the wrong axes. Arguments,
-    return value and errors are those of ``jaxdrop.spatial_dropout``; a wrong rank raises ``ValueError``.
+    Returns:
+      An array with the shape and dtype of ``x``.
+
+    Raises:
+      TypeError: ``x`` is not floating point, or ``key`` is not a PRNG key.
+      ValueError: ``x`` is not of rank 3, a bad ``channel_axis``, a static ``rate`` outside [0, 1], or a missing
+        ``key``.
 
     Examples:
       >>> import jax, jax.numpy as jnp, jaxdrop
-      >>> x = jnp.ones((2,) + (3,) * {num_spatial} + (4,))
-      >>> jaxdrop.{fn_name}(x, 0.5, key=jax.random.key(0)).shape == x.shape
+      >>> y = jaxdrop.spatial_dropout1d(jnp.ones((2, 7, 4)), 0.5, key=jax.random.key(0))
+      >>> bool((y == y[:, :1, :]).all())  # each channel all kept or all dropped along the length
       True
     """
-    return spatial_dropout_nd
+    return _spatial_dropout(
+        x, rate, key, deterministic, channel_axis, generator, num_spatial=1, site="spatial_dropout1d"
+    )
 
 
-spatial_dropout1d = _spatial_dropout_nd(1)
-spatial_dropout2d = _spatial_dropout_nd(2)
-spatial_dropout3d = _spatial_dropout_nd(3)
+def spatial_dropout2d(
+    x: jax.typing.ArrayLike,
+    rate: jax.typing.ArrayLike,
+    *,
+    key: jax.Array | None = None,
+    deterministic: bool = False,
+    channel_axis: int = -1,
+    generator: _masks.Generator = "fast",
+) -> jax.Array:
+    """``spatial_dropout`` for images, rank 4 ``(batch, height, width, channels)``.
+
+    Use it after 2D convolutions (Tompson et al. 2015; PyTorch's ``Dropout2d``, Keras' ``SpatialDropout2D``): each
+    feature map of each example is kept or dropped as a whole. The rank is checked, so a missing batch or channel
+    axis fails loudly instead of sharing the mask over the wrong axes.
+
+    Args:
+      x: floating-point input ``(batch, height, width, channels)``, or ``(batch, channels, height, width)`` with
+        ``channel_axis=1``; the output has the same dtype.
+      rate: probability of dropping a feature map, in [0, 1]; static (validated) or traced.
+      key: PRNG key; required unless ``deterministic`` or the rate is statically 0 or 1.
+      deterministic: if True, ``x`` is returned unchanged.
+      channel_axis: the channel axis (negative allowed), not 0.
+      generator: ``"fast"`` (default) or ``"jax"``, as in ``jaxdrop.dropout``.
+
+    Returns:
+      An array with the shape and dtype of ``x``.
+
+    Raises:
+      TypeError: ``x`` is not floating point, or ``key`` is not a PRNG key.
+      ValueError: ``x`` is not of rank 4, a bad ``channel_axis``, a static ``rate`` outside [0, 1], or a missing
+        ``key``.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp, jaxdrop
+      >>> y = jaxdrop.spatial_dropout2d(jnp.ones((2, 5, 5, 8)), 0.5, key=jax.random.key(0))
+      >>> bool((y == y[:, :1, :1, :]).all())  # each feature map all kept (2.0) or all dropped (0.0)
+      True
+    """
+    return _spatial_dropout(
+        x, rate, key, deterministic, channel_axis, generator, num_spatial=2, site="spatial_dropout2d"
+    )
+
+
+def spatial_dropout3d(
+    x: jax.typing.ArrayLike,
+    rate: jax.typing.ArrayLike,
+    *,
+    key: jax.Array | None = None,
+    deterministic: bool = False,
+    channel_axis: int = -1,
+    generator: _masks.Generator = "fast",
+) -> jax.Array:
+    """``spatial_dropout`` for volumes, rank 5 ``(batch, depth, height, width, channels)``.
+
+    Use it after 3D convolutions (video, volumetric images; Tompson et al. 2015; PyTorch's ``Dropout3d``, Keras'
+    ``SpatialDropout3D``): each feature map of each example is kept or dropped as a whole. The rank is checked, so
+    a missing batch or channel axis fails loudly instead of sharing the mask over the wrong axes.
+
+    Args:
+      x: floating-point input ``(batch, depth, height, width, channels)``, or channels-first with
+        ``channel_axis=1``; the output has the same dtype.
+      rate: probability of dropping a feature map, in [0, 1]; static (validated) or traced.
+      key: PRNG key; required unless ``deterministic`` or the rate is statically 0 or 1.
+      deterministic: if True, ``x`` is returned unchanged.
+      channel_axis: the channel axis (negative allowed), not 0.
+      generator: ``"fast"`` (default) or ``"jax"``, as in ``jaxdrop.dropout``.
+
+    Returns:
+      An array with the shape and dtype of ``x``.
+
+    Raises:
+      TypeError: ``x`` is not floating point, or ``key`` is not a PRNG key.
+      ValueError: ``x`` is not of rank 5, a bad ``channel_axis``, a static ``rate`` outside [0, 1], or a missing
+        ``key``.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp, jaxdrop
+      >>> y = jaxdrop.spatial_dropout3d(jnp.ones((2, 3, 3, 3, 4)), 0.5, key=jax.random.key(0))
+      >>> bool((y == y[:, :1, :1, :1, :]).all())  # each feature map all kept or all dropped
+      True
+    """
+    return _spatial_dropout(
+        x, rate, key, deterministic, channel_axis, generator, num_spatial=3, site="spatial_dropout3d"
+    )
+
+
+def _spatial_dropout(
+    x: jax.typing.ArrayLike,
+    rate: jax.typing.ArrayLike,
+    key: jax.Array | None,
+    deterministic: bool,
+    channel_axis: int,
+    generator: _masks.Generator,
+    *,
+    num_spatial: int | None,
+    site: str,
+) -> jax.Array:
+    """The spatial dropouts, arguments checked in the functional order; ``num_spatial`` fixes the rank (None: any)."""
+    x = _checks.floating_array(x)
+    rate = _checks.probability(rate, "rate")
+    deterministic = _checks.static_bool(deterministic, "deterministic")
+    if num_spatial is not None:
+        check_rank(x, num_spatial, site)
+    _, spatial = feature_map_axes(x.ndim, channel_axis)
+    _checks.choice(generator, _masks.GENERATORS, "generator")
+    return bernoulli_dropout(
+        x, rate, key, site=site, deterministic=deterministic, shared_axes=spatial, generator=generator
+    )

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxdrop import _checks, _masks
-from jaxdrop.functional._dropout import dropout
+from jaxdrop.functional._dropout import bernoulli_dropout
 from jaxdrop.keys import fold_in
 
 LeafPredicate = Callable[[str, Any], bool]
@@ -61,7 +61,13 @@ def dropconnect(
       True
     """
     w = _checks.floating_array(w, "w")
-    return dropout(w, rate, key=key, deterministic=deterministic, inverted=inverted, generator=generator)
+    rate = _checks.probability(rate, "rate")
+    deterministic = _checks.static_bool(deterministic, "deterministic")
+    inverted = _checks.static_bool(inverted, "inverted")
+    _checks.choice(generator, _masks.GENERATORS, "generator")
+    return bernoulli_dropout(
+        w, rate, key, site="dropconnect", deterministic=deterministic, inverted=inverted, generator=generator
+    )
 
 
 def path_name(path: tuple[Any, ...]) -> str:
@@ -142,9 +148,10 @@ def dropconnect_params(
     deterministic = _checks.static_bool(deterministic, "deterministic")
     inverted = _checks.static_bool(inverted, "inverted")
     select = _predicate(where)
+    _checks.choice(generator, _masks.GENERATORS, "generator")
     static = isinstance(rate, float)
     needs_key = not deterministic and not (static and rate in (0.0, 1.0))
-    key = _checks.key(key) if needs_key else key
+    key = _checks.key(key, site="dropconnect_params") if needs_key else key
 
     def drop_leaf(path, leaf):
         name = path_name(path)
@@ -155,9 +162,15 @@ def dropconnect_params(
                 f"`where` selected the leaf {name!r} of dtype {jnp.result_type(leaf)}; DropConnect "
                 f"applies to floating-point weights only."
             )
-        leaf_key = fold_in(key, name) if needs_key else None
-        return dropconnect(
-            leaf, rate, key=leaf_key, deterministic=deterministic, inverted=inverted, generator=generator
+        leaf_key = fold_in(key, name) if needs_key else None  # derived from the recorded key: not recorded again
+        return bernoulli_dropout(
+            jnp.asarray(leaf),
+            rate,
+            leaf_key,
+            site=None,
+            deterministic=deterministic,
+            inverted=inverted,
+            generator=generator,
         )
 
     return jax.tree_util.tree_map_with_path(drop_leaf, params)
