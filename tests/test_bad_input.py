@@ -114,7 +114,7 @@ CASES = [
     ("mc.sample/missing-key", lambda: jaxdrop.mc.sample(_mc_fn, None, 4, X3), ValueError, r"`key` is required"),
     ("mc.predict/num-samples-negative", lambda: jaxdrop.mc.predict(_mc_fn, X3, key=KEY, num_samples=-1), ValueError, r"`num_samples` must be >= 1"),
     ("mc.predict/task", lambda: jaxdrop.mc.predict(_mc_fn, X3, key=KEY, num_samples=2, task="segmentation"), ValueError, r"`task` must be one of \('classification', 'regression'\)"),
-    ("mc.predict/tau-0", lambda: jaxdrop.mc.predict(_mc_fn, X3, key=KEY, num_samples=2, task="regression", tau=0.0), ValueError, r"`tau` must be > 0"),
+    ("mc.predict/tau-0", lambda: jaxdrop.mc.predict(_mc_fn, X3, key=KEY, num_samples=2, task="regression", tau=0.0), ValueError, r"`tau` must be a finite number > 0"),
     ("mc.predict/labels-float", lambda: jaxdrop.mc.predict(_mc_fn, X3, key=KEY, num_samples=2, labels=jnp.ones(2)), TypeError, r"`labels` must be integer class indices"),
     # --- uncertainty metrics
     ("predictive_entropy/not-normalised", lambda: unc.predictive_entropy(jnp.array([[0.5, 0.6]])), ValueError, r"`probs` must sum to 1 along the last \(class\) axis"),
@@ -133,7 +133,7 @@ CASES = [
     ("gaussian_log_likelihood/targets-shape", lambda: unc.gaussian_log_likelihood(jnp.zeros((5, 3)), jnp.zeros(4), tau=1.0), ValueError, r"`targets` must have the shape of one sample \(3,\)"),
     ("gaussian_log_likelihood/two-noise-models", lambda: unc.gaussian_log_likelihood(jnp.zeros((5, 3)), jnp.zeros(3), tau=1.0, log_variance=jnp.zeros((5, 3))), ValueError, r"Pass exactly one noise model: the precision `tau`"),
     ("gaussian_log_likelihood/tau-inf", lambda: unc.gaussian_log_likelihood(jnp.zeros((5, 3)), jnp.zeros(3), tau=float("inf")), ValueError, r"`tau` must be"),
-    ("gaussian_log_likelihood/tau-negative", lambda: unc.gaussian_log_likelihood(jnp.zeros((5, 3)), jnp.zeros(3), tau=-1.0), ValueError, r"`tau` must be > 0 and finite; got -1.0"),
+    ("gaussian_log_likelihood/tau-negative", lambda: unc.gaussian_log_likelihood(jnp.zeros((5, 3)), jnp.zeros(3), tau=-1.0), ValueError, r"`tau` must be a finite number > 0; got -1.0"),
     ("gaussian_log_likelihood/log-variance-shape", lambda: unc.gaussian_log_likelihood(jnp.zeros((5, 3)), jnp.zeros(3), log_variance=jnp.zeros((4, 3))), ValueError, r"`log_variance` and `samples` must have the same shape"),
     ("epistemic_variance/empty", lambda: unc.epistemic_variance(jnp.zeros((0, 3))), ValueError, r"`samples` must have a leading sample axis of size >= 1"),
     ("rmse/shapes", lambda: unc.rmse(jnp.zeros(3), jnp.zeros(4)), ValueError, r"`predictions` and `targets` must have the same shape"),

@@ -351,6 +351,32 @@ def test_result_is_a_pytree_under_jit():
     assert len(jax.tree.leaves(result)) == 6
 
 
+def test_calls_that_differ_only_in_arrays_share_one_compilation():
+    # Options are jit-static (hashed into one cache key) and arrays are traced: a new key, new inputs or new
+    # variables reuse the compiled program; a changed option (a Python number in the kwargs) compiles a new one.
+    from jaxdrop.mc import _sampling
+
+    class Model(nn.Module):
+        @nn.compact
+        def __call__(self, x, scale: float = 1.0):
+            return nn.Dense(CLASSES)(nn.Dropout(0.5, deterministic=False)(x)) * scale
+
+    def scaled(key, x, scale):
+        return classifier(key, x) * scale
+
+    model = Model()
+    cache_size = _sampling._jitted_call._cache_size
+    start = cache_size()
+    for seed in range(3):
+        key, x, variables = jax.random.key(seed), X + seed, model.init(jax.random.key(seed), X)
+        mc.predict(scaled, x, key=key, num_samples=4, apply_kwargs={"scale": 2.0})
+        mc.predict(model, x, key=key, num_samples=4, variables=variables, apply_kwargs={"scale": 2.0})
+        mc.sample(scaled, key, 4, x, scale=2.0)
+    assert cache_size() == start + 3
+    mc.predict(scaled, X, key=jax.random.key(0), num_samples=4, apply_kwargs={"scale": 3.0})
+    assert cache_size() == start + 4
+
+
 def test_memory_does_not_grow_with_num_samples():
     def temp_bytes(num_samples):
         fn = jax.jit(
@@ -368,8 +394,8 @@ def test_memory_does_not_grow_with_num_samples():
     ("kwargs", "error", "match"),
     [
         (dict(num_samples=0), ValueError, r"`num_samples` must be >= 1; got 0"),
-        (dict(num_samples=2.5), TypeError, r"`num_samples` must be a Python int"),
-        (dict(num_samples=True), TypeError, r"`num_samples` must be a Python int"),
+        (dict(num_samples=2.5), TypeError, r"`num_samples` must be a positive Python int"),
+        (dict(num_samples=True), TypeError, r"`num_samples` must be a positive Python int"),
         (dict(chunk_size=0), ValueError, r"`chunk_size` must be >= 1; got 0"),
         (dict(task="ranking"), ValueError, r"`task` must be one of"),
         (dict(outputs="scores"), ValueError, r"`outputs` must be one of"),
@@ -377,7 +403,7 @@ def test_memory_does_not_grow_with_num_samples():
         (dict(labels=jnp.array([0.0, 1.0, 0.0, 1.0])), TypeError, r"`labels` must be integer"),
         (dict(task="regression", targets=jnp.zeros(3), tau=1.0), ValueError, r"`targets` must have the shape"),
         (dict(task="regression", targets=jnp.zeros(4)), ValueError, r"needs a noise model"),
-        (dict(task="regression", tau=0.0), ValueError, r"`tau` must be > 0 and finite; got 0.0"),
+        (dict(task="regression", tau=0.0), ValueError, r"`tau` must be a finite number > 0; got 0.0"),
         (dict(task="regression", heteroscedastic=True), TypeError, r"pair \(mean, log_variance\)"),
         (dict(tau=1.0), ValueError, r"regression options"),
         (dict(key=None), ValueError, r"`key` is required"),

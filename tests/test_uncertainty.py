@@ -229,7 +229,7 @@ def test_ood_auroc_matches_sklearn_with_ties():
         (
             lambda: U.predictive_variance(jnp.zeros((3, 2)), tau=-1.0),
             ValueError,
-            r"`tau` must be > 0 and finite; got -1",
+            r"`tau` must be a finite number > 0; got -1",
         ),
         (lambda: U.rmse(jnp.zeros(3), jnp.zeros(4)), ValueError, r"same shape"),
         (lambda: U.risk_coverage_curve(jnp.zeros(3), jnp.zeros(2)), ValueError, r"same shape"),

@@ -8,6 +8,9 @@ model's uncertainty.
 - :func:`predict`: a plain function, a linen module with its variables, or an nnx module, summarised as a
   :class:`ClassificationPrediction` or :class:`RegressionPrediction`. With ``chunk_size`` the summaries are
   accumulated chunk by chunk, so ``T = 10_000`` needs the memory of one chunk.
+
+This module only re-exports; the code lives in ``_sampling`` (keys, chunks, the jit cache, ``sample``),
+``_predict``, ``_adapters`` (functions, linen and nnx models) and ``_reduce`` (streaming summaries, result types).
 """
 
 from jaxdrop.mc._predict import predict

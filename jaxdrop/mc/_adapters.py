@@ -10,13 +10,48 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from jaxdrop.keys import fold_in
 from jaxdrop.mc import _sampling
+from jaxdrop.mc._sampling import StaticTree
+
+
+# The static (hashable, jit-static) part of each kind of model. The three never compare equal (a ``str`` is never a
+# ``tuple``, a function is not a module), so the kind is part of the jit cache key as a tag would be.
+class FunctionModel(NamedTuple):
+    fn: Callable[..., Any]
+    kwargs: StaticTree
+
+
+class LinenModel(NamedTuple):
+    module: Any  # a flax.linen.Module
+    rng_collection: str
+    kwargs: StaticTree
+
+
+class NnxModel(NamedTuple):
+    graphdef: Any  # the nnx.GraphDef of the module
+    attributes: tuple[tuple[str, Any], ...]  # sorted (name, value) pairs set on every sub-module that has them
+    kwargs: StaticTree
+
+
+ModelStatic = FunctionModel | LinenModel | NnxModel
+
+
+class LinenArrays(NamedTuple):
+    kwargs: list
+    variables: Any
+
+
+class NnxArrays(NamedTuple):
+    kwargs: list
+    stream_keys: Any  # the RNG keys of the dropout streams, re-keyed per sample
+    stream_counts: Any
+    rest: Any  # parameters and every other state, shared by the samples
 
 
 def _is_instance(model: object, module_name: str) -> bool:
@@ -31,7 +66,7 @@ def split_model(
     rng_collection: str,
     apply_kwargs: Mapping[str, Any] | None,
     mode_attributes: Mapping[str, Any] | None,
-) -> tuple[tuple, Any]:
+) -> tuple[ModelStatic, Any]:
     """``(static, dynamic)`` parts of ``model``; ``bind(static, dynamic)`` gives ``per_sample(key, inputs)``."""
     kwargs_static, kwargs_dynamic = _sampling.split_static(dict(apply_kwargs or {}))
     if _is_instance(model, "flax.linen"):
@@ -40,7 +75,7 @@ def split_model(
                 "`variables` is required for a linen module: pass `variables=model.init(...)` "
                 "(the parameters and any other collections)."
             )
-        return ("linen", model, rng_collection, kwargs_static), (kwargs_dynamic, variables)
+        return LinenModel(model, rng_collection, kwargs_static), LinenArrays(kwargs_dynamic, variables)
     if variables is not None:
         raise ValueError(
             "`variables` is only for linen modules; a plain function or an nnx module carries its "
@@ -53,18 +88,23 @@ def split_model(
             f"`model` must be a function `fn(key, inputs)`, a flax linen module or a flax nnx module; "
             f"got {type(model).__name__}."
         )
-    return ("function", model, kwargs_static), kwargs_dynamic
+    return FunctionModel(model, kwargs_static), kwargs_dynamic
 
 
-def _split_nnx(model, rng_collection, kwargs_static, kwargs_dynamic, mode_attributes):
+def _split_nnx(
+    model: Any,
+    rng_collection: str,
+    kwargs_static: StaticTree,
+    kwargs_dynamic: list,
+    mode_attributes: Mapping[str, Any] | None,
+) -> tuple[NnxModel, NnxArrays]:
     from flax import nnx
 
     # nnx resolves a missing stream to "default" (``Rngs.__getitem__``), so a Dropout built from ``Rngs(0)``
     # holds a stream tagged "default": both tags must be re-keyed or every sample would share one mask.
     streams = nnx.Any(nnx.WithTag(rng_collection), nnx.WithTag("default"))
-    graphdef, stream_keys, stream_counts, rest = nnx.split(
-        model, nnx.All(nnx.RngKey, streams), nnx.All(nnx.RngCount, streams), ...
-    )
+    split: tuple[Any, ...] = nnx.split(model, nnx.All(nnx.RngKey, streams), nnx.All(nnx.RngCount, streams), ...)
+    graphdef, stream_keys, stream_counts, rest = split  # one state per filter
     if not jax.tree.leaves(stream_keys):
         raise ValueError(
             f"The nnx module has no RNG stream tagged {rng_collection!r} (or 'default'), so every MC sample would "
@@ -72,8 +112,8 @@ def _split_nnx(model, rng_collection, kwargs_static, kwargs_dynamic, mode_attrib
             f"`rng_collection=` the stream it uses, or pass a function `fn(key, inputs)` instead."
         )
     attributes = {"deterministic": False} if mode_attributes is None else dict(mode_attributes)
-    static = ("nnx", graphdef, tuple(sorted(attributes.items())), kwargs_static)
-    return static, (kwargs_dynamic, (stream_keys, stream_counts, rest))
+    static = NnxModel(graphdef, tuple(sorted(attributes.items())), kwargs_static)
+    return static, NnxArrays(kwargs_dynamic, stream_keys, stream_counts, rest)
 
 
 def _stream_name(path: tuple) -> str:
@@ -86,21 +126,17 @@ def _stream_name(path: tuple) -> str:
     return "/".join(names)
 
 
-def bind(static: tuple, dynamic: Any) -> Callable[[jax.Array, Any], Any]:
+def bind(static: ModelStatic, dynamic: Any) -> Callable[[jax.Array, Any], Any]:
     """The per-sample function ``(key, inputs) -> outputs`` of a model split by ``split_model``."""
-    kind = static[0]
-    if kind == "function":
-        _, fn, kwargs_static = static
-        kwargs = _sampling.join_static(kwargs_static, dynamic)
+    if isinstance(static, FunctionModel):
+        fn, kwargs = static.fn, _sampling.join_static(static.kwargs, dynamic)
         return lambda key, inputs: fn(key, inputs, **kwargs)
-    if kind == "linen":
-        _, module, rng_collection, kwargs_static = static
-        kwargs_dynamic, variables = dynamic
-        kwargs = _sampling.join_static(kwargs_static, kwargs_dynamic)
+    if isinstance(static, LinenModel):
+        module, rng_collection = static.module, static.rng_collection
+        variables, kwargs = dynamic.variables, _sampling.join_static(static.kwargs, dynamic.kwargs)
         return lambda key, inputs: module.apply(variables, inputs, rngs={rng_collection: key}, **kwargs)
-    _, graphdef, attributes, kwargs_static = static
-    kwargs_dynamic, (stream_keys, stream_counts, rest) = dynamic
-    kwargs = _sampling.join_static(kwargs_static, kwargs_dynamic)
+    arrays: NnxArrays = dynamic
+    kwargs = _sampling.join_static(static.kwargs, arrays.kwargs)
 
     def per_sample(key: jax.Array, inputs: Any) -> Any:
         from flax import nnx
@@ -109,10 +145,10 @@ def bind(static: tuple, dynamic: Any) -> Callable[[jax.Array, Any], Any]:
         # 0. The parameters are untouched (unbatched), and the user's module is never mutated.
         if not jnp.issubdtype(key.dtype, jax.dtypes.prng_key):  # legacy uint32[2] key; nnx stores typed keys
             key = jax.random.wrap_key_data(key)
-        keys = jax.tree_util.tree_map_with_path(lambda path, _: fold_in(key, _stream_name(path)), stream_keys)
-        counts = jax.tree.map(jnp.zeros_like, stream_counts)
-        module = nnx.merge(graphdef, keys, counts, rest)
-        module.set_attributes(**dict(attributes), raise_if_not_found=False)
+        keys = jax.tree_util.tree_map_with_path(lambda path, _: fold_in(key, _stream_name(path)), arrays.stream_keys)
+        counts = jax.tree.map(jnp.zeros_like, arrays.stream_counts)
+        module = nnx.merge(static.graphdef, keys, counts, arrays.rest)
+        module.set_attributes(**dict(static.attributes), raise_if_not_found=False)
         return module(inputs, **kwargs)
 
     return per_sample

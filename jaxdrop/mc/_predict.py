@@ -1,16 +1,17 @@
-"""``jaxdrop.mc.predict``: a function or a Flax model, ``T`` dropout samples, summarised as a prediction object."""
+"""``jaxdrop.mc.predict``: a function or a Flax model, ``T`` dropout samples, summarised as a prediction object.
+
+The arguments are checked here, the model is split into a static and an array part by ``_adapters``, and the
+samples are drawn by ``_sampling.run`` into a ``_reduce`` accumulator, all under one cached ``jax.jit``.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-import math
-import numbers
 from collections.abc import Callable, Mapping
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from jaxdrop import _checks
 from jaxdrop.mc import _adapters, _sampling
@@ -20,35 +21,57 @@ TASKS = ("classification", "regression")
 OUTPUTS = ("logits", "probs")
 
 
-def _positive_scalar(value: jax.typing.ArrayLike, name: str) -> jax.Array:
-    if isinstance(value, bool) or (
-        _checks.is_static(value) and not isinstance(value, (numbers.Real, np.ndarray, np.generic, jax.Array))
-    ):
-        raise TypeError(f"`{name}` must be a positive real number; got {value!r}.")
-    if jnp.ndim(value) != 0:
-        raise ValueError(f"`{name}` must be a scalar; got an array of shape {jnp.shape(value)}.")
-    if _checks.is_static(value) and not 0.0 < _checks.static_float(value) < math.inf:  # also rejects NaN
-        raise ValueError(f"`{name}` must be > 0 and finite; got {_checks.static_float(value)}.")
-    return jnp.asarray(value, jnp.float32)
+class _Static(NamedTuple):
+    """The jit-static arguments of ``predict`` (hashed into the cache key)."""
+
+    model: _adapters.ModelStatic
+    num_samples: int
+    chunk_size: int
+    task: str
+    outputs: str
+    heteroscedastic: bool
+    return_samples: bool
+    mesh: jax.sharding.Mesh | None
+    mesh_axis: str | None
 
 
-def _predict_impl(static: tuple, dynamic: tuple) -> ClassificationPrediction | RegressionPrediction:
-    model_static, num_samples, chunk_size, task, outputs, heteroscedastic, return_samples, mesh, mesh_axis = static
-    model_dynamic, inputs, key, labels, targets, tau, target_mean, target_std = dynamic
-    per_sample_fn = _adapters.bind(model_static, model_dynamic)
+class _Arrays(NamedTuple):
+    """The traced arguments of ``predict`` (a pytree)."""
+
+    model: Any  # the model's arrays, from ``_adapters.split_model``
+    inputs: Any
+    key: jax.Array
+    labels: jax.Array | None
+    targets: jax.Array | None
+    tau: jax.Array | None
+    target_mean: jax.Array
+    target_std: jax.Array
+
+
+def _predict_impl(static: _Static, dynamic: _Arrays) -> ClassificationPrediction | RegressionPrediction:
+    per_sample_fn = _adapters.bind(static.model, dynamic.model)
     reducer: ClassificationStats | RegressionStats
-    if task == "classification":
-        reducer = ClassificationStats(outputs=outputs, labels=labels)
+    if static.task == "classification":
+        reducer = ClassificationStats(outputs=static.outputs, labels=dynamic.labels)
     else:
-        reducer = RegressionStats(heteroscedastic, tau, targets, target_mean, target_std)
+        reducer = RegressionStats(
+            static.heteroscedastic, dynamic.tau, dynamic.targets, dynamic.target_mean, dynamic.target_std
+        )
 
     def per_sample(sample_key: jax.Array) -> Any:
-        return per_sample_fn(sample_key, inputs)
+        return per_sample_fn(sample_key, dynamic.inputs)
 
-    if not return_samples:
-        return _sampling.run(per_sample, key, num_samples, chunk_size, reducer, mesh, mesh_axis)
-    samples = _sampling.run(per_sample, key, num_samples, chunk_size, None, mesh, mesh_axis)
-    summary = reducer.finalize(reducer.update(reducer.init(jax.eval_shape(lambda: samples)), samples), num_samples)
+    def draw(into: ClassificationStats | RegressionStats | None) -> Any:
+        return _sampling.run(
+            per_sample, dynamic.key, static.num_samples, static.chunk_size, into, static.mesh, static.mesh_axis
+        )
+
+    if not static.return_samples:
+        return draw(reducer)
+    samples = draw(None)  # every sample is kept, then summarised in one update
+    summary = reducer.finalize(
+        reducer.update(reducer.init(jax.eval_shape(lambda: samples)), samples), static.num_samples
+    )
     return dataclasses.replace(summary, samples=samples)
 
 
@@ -140,7 +163,7 @@ def predict(
       >>> bool(jnp.allclose(result.probs.sum(-1), 1.0)) and bool((result.mutual_information > 0).all())
       True
     """
-    num_samples = _sampling.positive_int(num_samples, "num_samples")
+    num_samples = _checks.positive_int(num_samples, "num_samples")
     chunk = _sampling.chunk_length(chunk_size, num_samples)
     _checks.choice(task, TASKS, "task")
     _checks.choice(outputs, OUTPUTS, "outputs")
@@ -162,10 +185,10 @@ def predict(
         raise ValueError("`labels` is a classification option; for task='regression' pass `targets`.")
     if targets is not None:
         targets = _checks.floating_array(targets, "targets")
-    tau = None if tau is None else _positive_scalar(tau, "tau")
-    target_std = _positive_scalar(target_std, "target_std")
+    tau = None if tau is None else _checks.positive(tau, "tau")
+    target_std = _checks.positive(target_std, "target_std")
     target_mean = jnp.asarray(target_mean, jnp.float32)
-    model_static, model_dynamic = _adapters.split_model(model, variables, rng_collection, apply_kwargs, mode_attributes)
-    static = (model_static, num_samples, chunk, task, outputs, heteroscedastic, return_samples, mesh, mesh_axis)
-    dynamic = (model_dynamic, inputs, key, labels, targets, tau, target_mean, target_std)
-    return _sampling.call_jitted(_predict_impl, static, dynamic)
+    model_static, model_arrays = _adapters.split_model(model, variables, rng_collection, apply_kwargs, mode_attributes)
+    static = _Static(model_static, num_samples, chunk, task, outputs, heteroscedastic, return_samples, mesh, mesh_axis)
+    arrays = _Arrays(model_arrays, inputs, key, labels, targets, tau, target_mean, target_std)
+    return _sampling.call_jitted(_predict_impl, static, arrays)

@@ -4,13 +4,15 @@ Sample ``i`` always uses ``fold_in(key, i)``, so its value does not depend on ho
 sharded. Within a chunk the samples are one ``vmap``: JAX batches only what depends on the key, so a deterministic
 prefix of the model (everything before the first dropout) is computed once, not once per sample. Across chunks,
 ``lax.scan`` keeps memory bounded by the chunk; XLA hoists the loop-invariant prefix out of the loop.
+
+Also here: :func:`sample`, and the split of arguments into a hashable static part and arrays that lets one cached
+``jax.jit`` serve every call of ``sample`` and ``predict``.
 """
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import jax
 import jax.numpy as jnp
@@ -31,20 +33,11 @@ class Reducer(Protocol):
     def finalize(self, state: Any, num_samples: int) -> Any: ...
 
 
-def positive_int(value: object, name: str) -> int:
-    """A static integer ``>= 1`` (a shape, so it cannot be traced)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"`{name}` must be a Python int >= 1 (it sets array shapes); got {value!r}.")
-    if value < 1:
-        raise ValueError(f"`{name}` must be >= 1; got {int(value)}.")
-    return int(value)
-
-
 def chunk_length(chunk_size: object, num_samples: int) -> int:
     """``chunk_size`` validated; ``None`` or a value above ``num_samples`` means one chunk of every sample."""
     if chunk_size is None:
         return num_samples
-    return min(positive_int(chunk_size, "chunk_size"), num_samples)
+    return min(_checks.positive_int(chunk_size, "chunk_size"), num_samples)
 
 
 def check_mesh(mesh: jax.sharding.Mesh | None, mesh_axis: str | None) -> str | None:
@@ -137,19 +130,26 @@ def _is_array(leaf: object) -> bool:
     return isinstance(leaf, (jax.Array, np.ndarray)) or hasattr(leaf, "__jax_array__")
 
 
-def split_static(tree: Any) -> tuple[tuple, list]:
+class StaticTree(NamedTuple):
+    """The hashable part of a pytree: its structure and its non-array leaves (None where an array was)."""
+
+    treedef: Any
+    leaves: tuple
+    is_array: tuple[bool, ...]
+
+
+def split_static(tree: Any) -> tuple[StaticTree, list]:
     """``tree`` as (hashable static part, list of array leaves); ``join_static`` inverts it."""
     leaves, treedef = jax.tree.flatten(tree)
-    static = tuple(None if _is_array(leaf) else leaf for leaf in leaves)
-    is_dynamic = tuple(_is_array(leaf) for leaf in leaves)
-    return (treedef, static, is_dynamic), [leaf for leaf in leaves if _is_array(leaf)]
+    is_array = tuple(_is_array(leaf) for leaf in leaves)
+    static = tuple(None if array else leaf for leaf, array in zip(leaves, is_array, strict=True))
+    return StaticTree(treedef, static, is_array), [leaf for leaf, array in zip(leaves, is_array, strict=True) if array]
 
 
-def join_static(static: tuple, dynamic: list) -> Any:
-    treedef, static_leaves, is_dynamic = static
-    arrays = iter(dynamic)
-    leaves = [next(arrays) if dynamic else leaf for leaf, dynamic in zip(static_leaves, is_dynamic, strict=True)]
-    return jax.tree.unflatten(treedef, leaves)
+def join_static(static: StaticTree, arrays: list) -> Any:
+    array_iter = iter(arrays)
+    leaves = [next(array_iter) if array else leaf for leaf, array in zip(static.leaves, static.is_array, strict=True)]
+    return jax.tree.unflatten(static.treedef, leaves)
 
 
 def _call(impl: Callable, static: Any, dynamic: Any) -> Any:
@@ -168,11 +168,35 @@ def call_jitted(impl: Callable[[Any, Any], Any], static: Any, dynamic: Any) -> A
     return _jitted_call(impl, static, dynamic)
 
 
-def _sample_impl(static: tuple, dynamic: tuple) -> Any:
-    fn, num_samples, chunk_size, mesh, mesh_axis, args_static = static
-    key, args_dynamic = dynamic
-    args, kwargs = join_static(args_static, args_dynamic)
-    return run(lambda k: fn(k, *args, **kwargs), key, num_samples, chunk_size, None, mesh, mesh_axis)
+class _SampleStatic(NamedTuple):
+    """The jit-static arguments of ``sample`` (hashed into the cache key)."""
+
+    fn: Callable[..., Any]
+    num_samples: int
+    chunk_size: int
+    mesh: jax.sharding.Mesh | None
+    mesh_axis: str | None
+    args: StaticTree  # ``(args, kwargs)`` without their arrays
+
+
+class _SampleArrays(NamedTuple):
+    """The traced arguments of ``sample`` (a pytree)."""
+
+    key: jax.Array
+    args: list  # the arrays of ``(args, kwargs)``
+
+
+def _sample_impl(static: _SampleStatic, dynamic: _SampleArrays) -> Any:
+    args, kwargs = join_static(static.args, dynamic.args)
+    return run(
+        lambda k: static.fn(k, *args, **kwargs),
+        dynamic.key,
+        static.num_samples,
+        static.chunk_size,
+        None,
+        static.mesh,
+        static.mesh_axis,
+    )
 
 
 def sample(
@@ -225,9 +249,10 @@ def sample(
       >>> bool(jnp.array_equal(samples, jaxdrop.mc.sample(fn, jax.random.key(0), 8, jnp.ones(100))))
       True
     """
-    num_samples = positive_int(num_samples, "num_samples")
+    num_samples = _checks.positive_int(num_samples, "num_samples")
     chunk = chunk_length(chunk_size, num_samples)
     mesh_axis = check_mesh(mesh, mesh_axis)
     key = _checks.key(key)
-    args_static, args_dynamic = split_static((args, kwargs))
-    return call_jitted(_sample_impl, (fn, num_samples, chunk, mesh, mesh_axis, args_static), (key, args_dynamic))
+    args_static, args_arrays = split_static((args, kwargs))
+    static = _SampleStatic(fn, num_samples, chunk, mesh, mesh_axis, args_static)
+    return call_jitted(_sample_impl, static, _SampleArrays(key, args_arrays))

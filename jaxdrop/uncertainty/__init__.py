@@ -11,6 +11,9 @@
 Every metric is a pure ``jax.numpy`` function, computed in at least float32 and in log space where it matters, and
 can be ``jit``-ed (integer configuration such as ``num_bins``, ``k`` or ``budget`` is static). Value checks
 (probabilities summing to 1, labels in range) run when the inputs are concrete. No Flax import.
+
+This module only re-exports; each family lives in its own private module (``_classification``, ``_regression``,
+``_calibration``, ``_selective``), and the checks of probabilities, labels and score vectors in ``_inputs``.
 """
 
 from jaxdrop.uncertainty._calibration import (

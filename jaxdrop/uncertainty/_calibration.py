@@ -119,7 +119,7 @@ def reliability_diagram(
     probs, labels = _probs_and_labels(probs, labels)
     if probs.ndim != 2:
         raise ValueError(f"`probs` must have shape (num_examples, num_classes); got {probs.shape}.")
-    num_bins = _inputs.int_in_range(num_bins, "num_bins", 1, 2**31 - 1)
+    num_bins = _checks.int_in_range(num_bins, "num_bins", 1, 2**31 - 1)
     _checks.choice(binning, BINNINGS, "binning")
     return _reliability_diagram(probs, labels, num_bins, binning)
 

@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jaxdrop import _stats
+from jaxdrop import _checks, _stats
 from jaxdrop.uncertainty import _inputs
 
 
@@ -164,5 +164,5 @@ def bald_top_k(sample_probs: jax.typing.ArrayLike, k: int) -> jax.Array:
         raise ValueError(
             f"`sample_probs` must have shape (num_samples, pool_size, num_classes); got {sample_probs.shape}."
         )
-    k = _inputs.int_in_range(k, "k", 1, sample_probs.shape[1])
+    k = _checks.int_in_range(k, "k", 1, sample_probs.shape[1])
     return lax.top_k(_mutual_information(sample_probs), k)[1]

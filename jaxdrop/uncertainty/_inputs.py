@@ -7,8 +7,6 @@ traced and only shapes and dtypes can be checked.
 
 from __future__ import annotations
 
-import numbers
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -75,13 +73,3 @@ def vector(values: jax.typing.ArrayLike, name: str, allow_empty: bool = False) -
     if not allow_empty and values.shape[0] == 0:
         raise ValueError(f"`{name}` must not be empty.")
     return values
-
-
-def int_in_range(value: object, name: str, low: int, high: int) -> int:
-    """A static Python int in ``[low, high]``."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"`{name}` must be a Python int in [{low}, {high}]; got {value!r}.")
-    integer = int(value)  # exact for any Integral; typeshed's numbers.Integral has no `<=` with int
-    if not low <= integer <= high:
-        raise ValueError(f"`{name}` must be in [{low}, {high}]; got {integer}.")
-    return integer

@@ -6,8 +6,6 @@ precision ``tau`` (variance ``1/tau``) or a heteroscedastic head's per-sample lo
 
 from __future__ import annotations
 
-import math
-
 import jax
 import jax.numpy as jnp
 from jax.scipy.special import logsumexp
@@ -27,18 +25,16 @@ def _noise_log_variance(
     samples: jax.Array, tau: jax.typing.ArrayLike | None, log_variance: jax.typing.ArrayLike | None
 ) -> jax.Array:
     """Per-sample log observation variance from exactly one of ``tau`` and ``log_variance``."""
-    if (tau is None) == (log_variance is None):
-        raise ValueError(
-            "Pass exactly one noise model: the precision `tau` (homoscedastic) or the per-sample "
-            "`log_variance` of a heteroscedastic head."
-        )
-    if log_variance is not None:
+    if tau is not None and log_variance is None:
+        return jnp.broadcast_to(-jnp.log(_checks.positive(tau, "tau")), samples.shape)
+    if log_variance is not None and tau is None:
         log_variance = _samples(log_variance, "log_variance")
         _inputs.same_shape(log_variance, samples, "log_variance", "samples")
         return log_variance
-    if _checks.is_static(tau) and not 0.0 < _checks.static_float(tau) < math.inf:
-        raise ValueError(f"`tau` must be > 0 and finite; got {_checks.static_float(tau)}.")
-    return jnp.broadcast_to(-jnp.log(jnp.asarray(tau, jnp.float32)), samples.shape)
+    raise ValueError(
+        "Pass exactly one noise model: the precision `tau` (homoscedastic) or the per-sample "
+        "`log_variance` of a heteroscedastic head."
+    )
 
 
 @jax.jit

@@ -128,7 +128,7 @@ def flag_for_review(uncertainty: jax.typing.ArrayLike, budget: float | int) -> j
             f"`budget` must be a float fraction in (0, 1] or an int count in [0, {num_examples}]; got {budget!r}."
         )
     if isinstance(budget, numbers.Integral):
-        count = _inputs.int_in_range(budget, "budget", 0, num_examples)
+        count = _checks.int_in_range(budget, "budget", 0, num_examples)
     else:
         if not 0.0 < budget <= 1.0:
             raise ValueError(f"`budget` as a fraction must be in (0, 1]; got {budget}. Pass an int for a count.")
