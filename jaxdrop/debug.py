@@ -39,6 +39,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import dataclasses
+import os
 import sys
 import types
 import warnings
@@ -162,13 +163,25 @@ def _call_site(site: str) -> tuple[str, int]:
 _SAMPLING_PRIMITIVES = frozenset({"random_bits", "threefry2x32", "rng_bit_generator", "rng_uniform"})
 
 
+def _package_dirs(*names: str) -> tuple[str, ...]:
+    """The directories of the imported packages ``names``, each ending in a separator."""
+    modules = [sys.modules.get(name) for name in names]
+    files = [getattr(module, "__file__", None) for module in modules]
+    return tuple(os.path.join(os.path.dirname(os.path.abspath(file)), "") for file in files if file)
+
+
 def _equation_site(source_info, inherited: str) -> str:
-    """Where an equation comes from: the innermost user frame and the innermost Flax/jaxdrop frame."""
+    """Where an equation comes from: the innermost user frame and the innermost Flax/jaxdrop frame.
+
+    A frame belongs to a library when its file lies in that package's directory: a user's checkout at
+    ``.../jaxdrop/tests/`` or ``.../flax/`` is user code, whatever its path spells.
+    """
+    jax_dirs, library_dirs = _package_dirs("jax", "jaxlib"), _package_dirs("flax", "jaxdrop")
     frames = getattr(getattr(source_info, "traceback", None), "frames", None) or []
-    frames = [frame for frame in frames if "/jax/" not in frame.file_name and "/jaxlib/" not in frame.file_name]
+    frames = [frame for frame in frames if not os.path.abspath(frame.file_name).startswith(jax_dirs)]
     if not frames:
         return inherited  # inside a nested jit: the enclosing equation knows the call site
-    library = [frame for frame in frames if "/flax/" in frame.file_name or "/jaxdrop/" in frame.file_name]
+    library = [frame for frame in frames if os.path.abspath(frame.file_name).startswith(library_dirs)]
     user = [frame for frame in frames if frame not in library]
     parts = []
     if user:

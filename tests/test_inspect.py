@@ -122,6 +122,23 @@ def test_assert_deterministic_linen(variables):
     assert "test_inspect.py" in str(err.value)  # names the lines of the model
 
 
+def test_assert_deterministic_names_user_code_at_a_path_that_spells_library_names(tmp_path):
+    """User files under folders named jaxdrop/, flax/ and jax/ (a clone at such a path) are still user code."""
+    import importlib.util
+
+    folder = tmp_path / "jaxdrop" / "flax" / "jax"
+    folder.mkdir(parents=True)
+    (folder / "user_model.py").write_text(
+        "import jaxdrop\n\n\ndef model(x, key):\n    return jaxdrop.dropout(x, 0.5, key=key)\n"
+    )
+    spec = importlib.util.spec_from_file_location("user_model", folder / "user_model.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    with pytest.raises(AssertionError, match="1 site") as err:
+        jaxdrop.assert_deterministic(module.model, X, jax.random.key(0))
+    assert f"{folder / 'user_model.py'}:5" in str(err.value)
+
+
 def test_assert_deterministic_nnx_and_key_plumbing():
     model = Tagger(nnx.Rngs(0))
     ids = jnp.ones((2, 3), jnp.int32)
