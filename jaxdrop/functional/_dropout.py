@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import jax
-import jax.numpy as jnp
 from jax import lax
 
 from jaxdrop import _checks, _masks
@@ -97,12 +96,11 @@ def bernoulli_dropout(
     None when the caller has checked and recorded the key itself.
     """
     static = isinstance(rate, float)
-    if static and rate == 0.0:  # static zero: identity whatever the mode, and nothing random is traced
-        return x
-    if deterministic:
-        return x if inverted else _core.scale_values(x, 1.0 - rate)
-    if static and rate == 1.0:  # static one: every element dropped; zero gradient
-        return jnp.zeros_like(x)
+    if deterministic and not inverted and not (static and rate == 0.0):
+        return _core.scale_values(x, 1.0 - rate)  # classic dropout at inference: the expected value of training
+    skipped = _core.output_without_mask(x, rate, deterministic)
+    if skipped is not None:
+        return skipped
     key = _checks.key(key, site=site)
 
     shape = _core.mask_shape(x.shape, shared_axes)
