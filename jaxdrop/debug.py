@@ -1,13 +1,13 @@
 """Debugging aids: warn when one key draws two dropout masks in a trace, and check that eval mode draws none.
 
-- :func:`key_reuse_warnings`: a context in which one key used by two jaxdrop dropout calls warns.
-- :func:`assert_deterministic`: fails if a function (a model in eval mode) still samples random numbers.
+- `key_reuse_warnings()`: a context in which one key used by two jaxdrop dropout calls warns.
+- `assert_deterministic()`: fails if a function (a model in eval mode) still samples random numbers.
 
 A key reused by two dropout sites gives them the same mask (or, for different shapes, masks built from the same
-bits): the layers' noise is correlated and nothing fails. Inside :func:`key_reuse_warnings`, every key a function of
+bits): the layers' noise is correlated and nothing fails. Inside `key_reuse_warnings()`, every key a function of
 ``jaxdrop.functional`` draws randomness from (and so every key of a ``jaxdrop.linen`` / ``jaxdrop.nnx`` /
 ``jaxdrop.equinox`` layer, which call them) is remembered, and a second use of the same key in the same trace emits a
-:class:`KeyReuseWarning` naming both call sites. "The same key" is the same tracer object (inside ``jit``, ``vmap``,
+`KeyReuseWarning` naming both call sites. "The same key" is the same tracer object (inside ``jit``, ``vmap``,
 ``grad``, ``scan``) or, for a concrete key, the same key data and implementation in the same trace (eager calls share
 the top-level trace).
 
@@ -78,7 +78,7 @@ _ACTIVE: contextvars.ContextVar[_Registry | None] = contextvars.ContextVar("jaxd
 
 @contextlib.contextmanager
 def key_reuse_warnings() -> Iterator[None]:
-    """Within this block, warn (:class:`KeyReuseWarning`) when one key is used by two jaxdrop dropout calls.
+    """Within this block, warn (`KeyReuseWarning`) when one key is used by two jaxdrop dropout calls.
 
     Use it while writing or debugging a model: run one training step (or ``model.init`` / ``apply``) inside it.
     Tracing happens inside the block, so wrap the first call of a ``jit``-ed function (a cached function is not
@@ -100,7 +100,7 @@ def record_key_use(value: object, site: str) -> None:
     """Records that the public function ``site`` draws randomness from the key ``value``; warns on a second use.
 
     The hook in ``jaxdrop._checks.key(..., site=...)``, called after the key is checked: a no-op unless
-    :func:`key_reuse_warnings` is active.
+    `key_reuse_warnings()` is active.
 
     Args:
       value: a checked key: a typed key or a legacy ``uint32[2]`` key, concrete or traced.

@@ -195,7 +195,7 @@ class Dropout(_Stochastic):
 
 
 class SpatialDropout(_Stochastic):
-    """Drops whole feature maps of one example (Tompson et al. 2015): see :func:`jaxdrop.spatial_dropout`.
+    """Drops whole feature maps of one example (Tompson et al. 2015): see `jaxdrop.spatial_dropout()`.
 
     Takes ``x`` of shape ``(channels, *spatial)`` (the output of ``eqx.nn.Conv``) or, with ``channel_axis=-1``,
     ``(*spatial, channels)``.
@@ -218,7 +218,7 @@ class SpatialDropout(_Stochastic):
 
 class DropPath(_Stochastic):
     """Stochastic depth: drops one example's residual branch as a whole (Huang et al. 2016); see
-    :func:`jaxdrop.drop_path` (``mode="batch"``: one decision for the whole input, the example here).
+    `jaxdrop.drop_path()` (``mode="batch"``: one decision for the whole input, the example here).
 
     Examples:
       >>> import jax, jax.numpy as jnp, jaxdrop
@@ -237,7 +237,7 @@ class DropPath(_Stochastic):
 
 
 class DropBlock(_Stochastic):
-    """Drops contiguous blocks of one example's feature maps (Ghiasi et al. 2018): see :func:`jaxdrop.dropblock`.
+    """Drops contiguous blocks of one example's feature maps (Ghiasi et al. 2018): see `jaxdrop.dropblock()`.
 
     Takes ``x`` of shape ``(channels, *spatial)`` or, with ``channel_axis=-1``, ``(*spatial, channels)``.
 
@@ -268,7 +268,7 @@ class DropBlock(_Stochastic):
 
 
 class LockedDropout(_Stochastic):
-    """Variational (locked) dropout: one mask per sequence, shared over time; see :func:`jaxdrop.locked_dropout`.
+    """Variational (locked) dropout: one mask per sequence, shared over time; see `jaxdrop.locked_dropout()`.
 
     Takes one sequence, ``(time, features)`` by default (``time_axis=0``).
 
@@ -289,7 +289,7 @@ class LockedDropout(_Stochastic):
 
 
 class AlphaDropout(_Stochastic):
-    """Alpha dropout for self-normalising networks (Klambauer et al. 2017): see :func:`jaxdrop.alpha_dropout`.
+    """Alpha dropout for self-normalising networks (Klambauer et al. 2017): see `jaxdrop.alpha_dropout()`.
 
     Examples:
       >>> import jax, jax.numpy as jnp, jaxdrop
@@ -306,7 +306,7 @@ class AlphaDropout(_Stochastic):
 
 
 class GaussianDropout(_Stochastic):
-    """Multiplicative Gaussian noise with dropout's variance: see :func:`jaxdrop.gaussian_dropout`.
+    """Multiplicative Gaussian noise with dropout's variance: see `jaxdrop.gaussian_dropout()`.
 
     Examples:
       >>> import jax, jax.numpy as jnp, jaxdrop

@@ -145,7 +145,7 @@ class Dropout(_Functional):
 
 
 class SpatialDropout(_Functional):
-    """Drops whole feature maps (Tompson et al. 2015): see :func:`jaxdrop.spatial_dropout`.
+    """Drops whole feature maps (Tompson et al. 2015): see `jaxdrop.spatial_dropout()`.
 
     Inputs are ``(batch, *spatial, channels)`` (or channels-first with ``channel_axis=1``).
 
@@ -170,7 +170,7 @@ class SpatialDropout(_Functional):
 
 
 class AlphaDropout(_Functional):
-    """Alpha dropout for self-normalising networks (Klambauer et al. 2017): see :func:`jaxdrop.alpha_dropout`.
+    """Alpha dropout for self-normalising networks (Klambauer et al. 2017): see `jaxdrop.alpha_dropout()`.
 
     Examples:
       >>> import jax, jax.numpy as jnp, jaxdrop
@@ -192,7 +192,7 @@ class AlphaDropout(_Functional):
 
 
 class FeatureAlphaDropout(_Functional):
-    """Alpha dropout of whole feature maps: see :func:`jaxdrop.feature_alpha_dropout`.
+    """Alpha dropout of whole feature maps: see `jaxdrop.feature_alpha_dropout()`.
 
     Examples:
       >>> import jax, jax.numpy as jnp, jaxdrop
@@ -215,7 +215,7 @@ class FeatureAlphaDropout(_Functional):
 
 
 class GaussianDropout(_Functional):
-    """Multiplicative Gaussian noise with dropout's variance: see :func:`jaxdrop.gaussian_dropout`.
+    """Multiplicative Gaussian noise with dropout's variance: see `jaxdrop.gaussian_dropout()`.
 
     Examples:
       >>> import jax, jax.numpy as jnp, jaxdrop
@@ -235,7 +235,7 @@ class GaussianDropout(_Functional):
 
 
 class GaussianNoise(_Functional):
-    """Additive zero-mean Gaussian noise of standard deviation ``stddev``: see :func:`jaxdrop.gaussian_noise`.
+    """Additive zero-mean Gaussian noise of standard deviation ``stddev``: see `jaxdrop.gaussian_noise()`.
 
     The call-time override is ``rate=`` (the new standard deviation), like every layer here.
 
@@ -259,7 +259,7 @@ class GaussianNoise(_Functional):
 
 
 class DropPath(_Functional):
-    """Stochastic depth: drops a whole residual branch per example (Huang et al. 2016); see :func:`jaxdrop.drop_path`.
+    """Stochastic depth: drops a whole residual branch per example (Huang et al. 2016); see `jaxdrop.drop_path()`.
 
     Apply it to the branch before adding the skip: ``x + DropPath(rate)(branch(x), deterministic=...)``.
 
@@ -286,7 +286,7 @@ class DropPath(_Functional):
 
 
 class DropBlock(_Functional):
-    """Drops contiguous blocks of feature maps (Ghiasi et al. 2018): see :func:`jaxdrop.dropblock`.
+    """Drops contiguous blocks of feature maps (Ghiasi et al. 2018): see `jaxdrop.dropblock()`.
 
     Examples:
       >>> import jax, jax.numpy as jnp, jaxdrop
@@ -371,7 +371,7 @@ class DropConnectDense(_DropConnect, nn.Dense):
 
     Parameters are those of ``nn.Dense`` (``kernel``, ``bias``), so checkpoints are interchangeable. One mask
     is drawn per call and shared by the batch; deterministic calls use the plain kernel. See
-    :func:`jaxdrop.dropconnect`.
+    `jaxdrop.dropconnect()`.
 
     Examples:
       >>> import jax, jax.numpy as jnp, jaxdrop
@@ -401,7 +401,7 @@ class DropConnectConv(_DropConnect, nn.Conv):
 
 
 class LockedDropout(_Functional):
-    """Variational (locked) dropout: one mask per sequence, shared over time; see :func:`jaxdrop.locked_dropout`.
+    """Variational (locked) dropout: one mask per sequence, shared over time; see `jaxdrop.locked_dropout()`.
 
     Examples:
       >>> import jax, jax.numpy as jnp, jaxdrop
@@ -424,7 +424,7 @@ class LockedDropout(_Functional):
 
 
 class TokenDropout(_Functional):
-    """Drops whole token vectors (every feature of a position at once); see :func:`jaxdrop.token_dropout`.
+    """Drops whole token vectors (every feature of a position at once); see `jaxdrop.token_dropout()`.
 
     Examples:
       >>> import jax, jax.numpy as jnp, jaxdrop
@@ -447,7 +447,7 @@ class TokenDropout(_Functional):
 
 
 class WordDropout(_Stochastic):
-    """Drops word types: every occurrence of a dropped token id in a sequence; see :func:`jaxdrop.word_dropout`.
+    """Drops word types: every occurrence of a dropped token id in a sequence; see `jaxdrop.word_dropout()`.
 
     Called as ``layer(embedded, token_ids, deterministic=None, rng=None, *, rate=None)``.
 
@@ -511,8 +511,8 @@ class ConcreteDropout(_Stochastic):
 
     Owns the parameter ``p_logit`` (initialised uniformly in logit space between ``logit(init_min)`` and
     ``logit(init_max)``, i.e. ``p = 0.1`` by default as in the reference implementation). On every call it
-    ``sow``\\s its regulariser (:func:`jaxdrop.concrete_dropout_regularizer`) into ``collection`` (``"losses"``);
-    add :func:`concrete_regularization` of that collection to the training loss, or the rate collapses to 0.
+    ``sow``\\s its regulariser (`jaxdrop.concrete_dropout_regularizer()`) into ``collection`` (``"losses"``);
+    add `concrete_regularization()` of that collection to the training loss, or the rate collapses to 0.
 
     If ``layer`` is given, the layer is applied to the dropped input, its kernel enters the weight term and
     ``input_dim`` defaults to the input's last axis; otherwise pass the weight at call time (``weight=``), or

@@ -227,7 +227,7 @@ class Dropout(_Functional):
 
 
 class SpatialDropout(_Functional):
-    """Drops whole feature maps (Tompson et al. 2015): see :func:`jaxdrop.spatial_dropout`.
+    """Drops whole feature maps (Tompson et al. 2015): see `jaxdrop.spatial_dropout()`.
 
     Examples:
       >>> import jax.numpy as jnp, jaxdrop
@@ -257,7 +257,7 @@ class SpatialDropout(_Functional):
 
 
 class AlphaDropout(_Functional):
-    """Alpha dropout for self-normalising networks (Klambauer et al. 2017): see :func:`jaxdrop.alpha_dropout`.
+    """Alpha dropout for self-normalising networks (Klambauer et al. 2017): see `jaxdrop.alpha_dropout()`.
 
     Examples:
       >>> import jax.numpy as jnp, jaxdrop
@@ -285,7 +285,7 @@ class AlphaDropout(_Functional):
 
 
 class FeatureAlphaDropout(_Functional):
-    """Alpha dropout of whole feature maps: see :func:`jaxdrop.feature_alpha_dropout`.
+    """Alpha dropout of whole feature maps: see `jaxdrop.feature_alpha_dropout()`.
 
     Examples:
       >>> import jax.numpy as jnp, jaxdrop
@@ -314,7 +314,7 @@ class FeatureAlphaDropout(_Functional):
 
 
 class GaussianDropout(_Functional):
-    """Multiplicative Gaussian noise with dropout's variance: see :func:`jaxdrop.gaussian_dropout`.
+    """Multiplicative Gaussian noise with dropout's variance: see `jaxdrop.gaussian_dropout()`.
 
     Examples:
       >>> import jax.numpy as jnp, jaxdrop
@@ -341,7 +341,7 @@ class GaussianDropout(_Functional):
 
 
 class GaussianNoise(_Functional):
-    """Additive zero-mean Gaussian noise of standard deviation ``stddev``: see :func:`jaxdrop.gaussian_noise`.
+    """Additive zero-mean Gaussian noise of standard deviation ``stddev``: see `jaxdrop.gaussian_noise()`.
 
     Examples:
       >>> import jax.numpy as jnp, jaxdrop
@@ -370,7 +370,7 @@ class GaussianNoise(_Functional):
 
 
 class DropPath(_Functional):
-    """Stochastic depth: drops a whole residual branch per example (Huang et al. 2016); see :func:`jaxdrop.drop_path`.
+    """Stochastic depth: drops a whole residual branch per example (Huang et al. 2016); see `jaxdrop.drop_path()`.
 
     Examples:
       >>> import jax.numpy as jnp, jaxdrop
@@ -403,7 +403,7 @@ class DropPath(_Functional):
 
 
 class DropBlock(_Functional):
-    """Drops contiguous blocks of feature maps (Ghiasi et al. 2018): see :func:`jaxdrop.dropblock`.
+    """Drops contiguous blocks of feature maps (Ghiasi et al. 2018): see `jaxdrop.dropblock()`.
 
     Examples:
       >>> import jax.numpy as jnp, jaxdrop
@@ -435,7 +435,7 @@ class DropBlock(_Functional):
 
 
 class LockedDropout(_Functional):
-    """Variational (locked) dropout: one mask per sequence, shared over time; see :func:`jaxdrop.locked_dropout`.
+    """Variational (locked) dropout: one mask per sequence, shared over time; see `jaxdrop.locked_dropout()`.
 
     Examples:
       >>> import jax.numpy as jnp, jaxdrop
@@ -465,7 +465,7 @@ class LockedDropout(_Functional):
 
 
 class TokenDropout(_Functional):
-    """Drops whole token vectors (every feature of a position at once); see :func:`jaxdrop.token_dropout`.
+    """Drops whole token vectors (every feature of a position at once); see `jaxdrop.token_dropout()`.
 
     Examples:
       >>> import jax.numpy as jnp, jaxdrop
@@ -495,7 +495,7 @@ class TokenDropout(_Functional):
 
 
 class WordDropout(_Stochastic):
-    """Drops word types: every occurrence of a dropped token id in a sequence; see :func:`jaxdrop.word_dropout`.
+    """Drops word types: every occurrence of a dropped token id in a sequence; see `jaxdrop.word_dropout()`.
 
     Called as ``layer(embedded, token_ids, *, deterministic=None, rngs=None, rate=None)``.
 
@@ -686,8 +686,8 @@ class ConcreteDropout(_Stochastic):
 
     Owns ``p_logit`` (an ``nnx.Param``, initialised uniformly in logit space between ``logit(init_min)`` and
     ``logit(init_max)``: ``p = 0.1`` by default, as the reference implementation). Every call stores its
-    regulariser (:func:`jaxdrop.concrete_dropout_regularizer`) in ``self.regularizer`` (a
-    ``ConcreteRegularizer`` variable); add :func:`concrete_regularization` of the model to the loss.
+    regulariser (`jaxdrop.concrete_dropout_regularizer()`) in ``self.regularizer`` (a
+    ``ConcreteRegularizer`` variable); add `concrete_regularization()` of the model to the loss.
 
     If ``layer`` is given, it is applied to the dropped input and its ``kernel`` enters the weight term;
     otherwise pass ``weight=`` at call time, or only the entropy term is used. ``input_dim`` defaults to the

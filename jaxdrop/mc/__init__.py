@@ -4,9 +4,9 @@ MC dropout (Gal & Ghahramani 2016, "Dropout as a Bayesian Approximation: Represe
 Learning", ICML) keeps dropout on at prediction time and averages ``T`` stochastic passes; their spread is the
 model's uncertainty.
 
-- :func:`sample`: the raw samples of any ``fn(key, *args)``, sample axis first.
-- :func:`predict`: a plain function, a linen module with its variables, or an nnx module, summarised as a
-  :class:`ClassificationPrediction` or :class:`RegressionPrediction`. With ``chunk_size`` the summaries are
+- `sample()`: the raw samples of any ``fn(key, *args)``, sample axis first.
+- `predict()`: a plain function, a linen module with its variables, or an nnx module, summarised as a
+  `ClassificationPrediction` or `RegressionPrediction`. With ``chunk_size`` the summaries are
   accumulated chunk by chunk, so ``T = 10_000`` needs the memory of one chunk.
 
 This module only re-exports; the code lives in ``_sampling`` (keys, chunks, the jit cache, ``sample``),

@@ -124,7 +124,7 @@ def predict(
       num_samples: number of MC samples ``T >= 1`` (Gal & Ghahramani use 10,000 for regression, 50-100 is common).
       task: ``"classification"`` (outputs on the last axis are classes) or ``"regression"``.
       variables: a linen module's variables (``model.init(...)``); only for linen.
-      chunk_size: samples evaluated at once (see :func:`sample`); ``None``: all at once.
+      chunk_size: samples evaluated at once (see `sample()`); ``None``: all at once.
       labels: integer class labels (the batch shape), for the per-example NLL of the predictive mean
         (``-log mean_t p_t(label)``, computed with ``logsumexp``). Not range-checked here (the number of classes
         is only known when tracing); ``jaxdrop.uncertainty.nll`` checks it.
@@ -139,10 +139,10 @@ def predict(
       rng_collection: the dropout RNG collection (linen) or stream tag (nnx).
       apply_kwargs: extra keyword arguments of the call (``train=True``, ``deterministic=False``, ...).
       mode_attributes: nnx only: attributes set on every sub-module that has them to turn dropout on.
-      mesh, mesh_axis: split the samples over a device mesh axis (see :func:`sample`).
+      mesh, mesh_axis: split the samples over a device mesh axis (see `sample()`).
 
     Returns:
-      A :class:`ClassificationPrediction` or :class:`RegressionPrediction` (a pytree).
+      A `ClassificationPrediction` or `RegressionPrediction` (a pytree).
 
     Raises:
       TypeError: a bad ``model``, ``key``, ``num_samples``/``chunk_size`` type, or an output that is not the

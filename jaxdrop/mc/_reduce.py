@@ -110,7 +110,7 @@ def _running_logsumexp(total: jax.Array, chunk: jax.Array) -> jax.Array:
 
 @dataclasses.dataclass(frozen=True)
 class ClassificationStats:
-    """Accumulates a :class:`ClassificationPrediction` from chunks of logits (or probabilities)."""
+    """Accumulates a `ClassificationPrediction` from chunks of logits (or probabilities)."""
 
     outputs: str = "logits"
     labels: jax.Array | None = None
@@ -173,7 +173,7 @@ class ClassificationStats:
 
 @dataclasses.dataclass(frozen=True)
 class RegressionStats:
-    """Accumulates a :class:`RegressionPrediction` from chunks of means (or ``(mean, log_variance)`` pairs)."""
+    """Accumulates a `RegressionPrediction` from chunks of means (or ``(mean, log_variance)`` pairs)."""
 
     heteroscedastic: bool = False
     tau: jax.Array | None = None

@@ -5,7 +5,7 @@ sharded. Within a chunk the samples are one ``vmap``: JAX batches only what depe
 prefix of the model (everything before the first dropout) is computed once, not once per sample. Across chunks,
 ``lax.scan`` keeps memory bounded by the chunk; XLA hoists the loop-invariant prefix out of the loop.
 
-Also here: :func:`sample`, and the split of arguments into a hashable static part and arrays that lets one cached
+Also here: `sample()`, and the split of arguments into a hashable static part and arrays that lets one cached
 ``jax.jit`` serve every call of ``sample`` and ``predict``.
 """
 

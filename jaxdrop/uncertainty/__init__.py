@@ -1,12 +1,12 @@
 """Uncertainty metrics and decisions from Monte Carlo samples (sample axis first, classes last).
 
-- Classification: :func:`predictive_entropy`, :func:`expected_entropy`, :func:`mutual_information` (BALD),
-  :func:`variation_ratio`, :func:`margin`, and :func:`bald_top_k` acquisition for active learning.
-- Regression (Gal & Ghahramani 2016): :func:`epistemic_variance`, :func:`aleatoric_variance`,
-  :func:`predictive_variance`, :func:`gaussian_log_likelihood`, :func:`rmse`.
-- Calibration: :func:`nll`, :func:`brier_score`, :func:`expected_calibration_error`,
-  :func:`reliability_diagram` and :func:`plot_reliability_diagram` (matplotlib, optional).
-- Decisions: :func:`risk_coverage_curve`, :func:`aurc`, :func:`flag_for_review`, :func:`ood_auroc`.
+- Classification: `predictive_entropy()`, `expected_entropy()`, `mutual_information()` (BALD),
+  `variation_ratio()`, `margin()`, and `bald_top_k()` acquisition for active learning.
+- Regression (Gal & Ghahramani 2016): `epistemic_variance()`, `aleatoric_variance()`,
+  `predictive_variance()`, `gaussian_log_likelihood()`, `rmse()`.
+- Calibration: `nll()`, `brier_score()`, `expected_calibration_error()`,
+  `reliability_diagram()` and `plot_reliability_diagram()` (matplotlib, optional).
+- Decisions: `risk_coverage_curve()`, `aurc()`, `flag_for_review()`, `ood_auroc()`.
 
 Every metric is a pure ``jax.numpy`` function, computed in at least float32 and in log space where it matters, and
 can be ``jit``-ed (integer configuration such as ``num_bins``, ``k`` or ``budget`` is static). Value checks

@@ -107,7 +107,7 @@ def reliability_diagram(
       binning: ``"uniform"`` or ``"quantile"``.
 
     Returns:
-      A :class:`ReliabilityDiagram`.
+      A `ReliabilityDiagram`.
 
     Examples:
       >>> import jax.numpy as jnp, jaxdrop
@@ -160,7 +160,7 @@ def expected_calibration_error(
     num_bins: int = 15,
     binning: Literal["uniform", "quantile"] = "uniform",
 ) -> jax.Array:
-    """ECE: ``sum_b (n_b / n) |accuracy_b - confidence_b|`` over the bins of :func:`reliability_diagram`.
+    """ECE: ``sum_b (n_b / n) |accuracy_b - confidence_b|`` over the bins of `reliability_diagram()`.
 
     Args:
       probs: ``(n, num_classes)`` predictive probabilities.
@@ -195,7 +195,7 @@ def plot_reliability_diagram(diagram: ReliabilityDiagram, ax: Any = None, label:
     """Draws a reliability diagram (accuracy per bin vs the diagonal) with matplotlib (an optional dependency).
 
     Args:
-      diagram: from :func:`reliability_diagram`.
+      diagram: from `reliability_diagram()`.
       ax: a matplotlib ``Axes``; a new figure is made when None.
       label: legend label for the bars.
 

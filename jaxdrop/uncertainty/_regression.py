@@ -103,7 +103,7 @@ def predictive_variance(
 
     Args:
       samples: ``(T, *shape)`` sampled means.
-      tau, log_variance: the noise model, exactly one (see :func:`aleatoric_variance`).
+      tau, log_variance: the noise model, exactly one (see `aleatoric_variance()`).
 
     Returns:
       ``(*shape,)`` float32.
