@@ -1,7 +1,7 @@
 """jaxdrop: dropout and Monte Carlo dropout for JAX and Flax.
 
 This file is the whole public face. The functional API is at the top level (``jaxdrop.dropout``, ...), with
-``fold_in``, ``inspect`` and ``assert_deterministic``; the namespaces are ``functional``, ``keys``, ``debug``,
+``fold_in``, ``inspect``, ``assert_deterministic`` and ``stochastic`` (MC dropout in evaluation mode); the namespaces are ``functional``, ``keys``, ``debug``,
 ``mc``, ``uncertainty`` and the layers ``linen``, ``nnx`` and ``equinox``. The layers import Flax or Equinox, so
 they are imported on first use: ``import jaxdrop`` imports neither.
 """
@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from jaxdrop import debug, functional, keys, mc, uncertainty
 from jaxdrop._inspect import DropoutSite, InspectReport, inspect
 from jaxdrop._masks import GENERATORS, THREEFRY_ROUNDS
+from jaxdrop._mode import stochastic
 from jaxdrop.debug import assert_deterministic
 from jaxdrop.functional import (
     alpha_dropout,
@@ -97,6 +98,7 @@ __all__ = [
     "spatial_dropout1d",
     "spatial_dropout2d",
     "spatial_dropout3d",
+    "stochastic",
     "token_dropout",
     "uncertainty",
     "word_dropout",

@@ -16,7 +16,7 @@ import jaxdrop
 PACKAGE = Path(jaxdrop.__file__).parent
 
 # Rows of the house, bottom first: a module may import its own row and the rows below it, never a row above.
-BOTTOM = {"jaxdrop._masks", "jaxdrop._checks", "jaxdrop._stats", "jaxdrop.keys", "jaxdrop.debug"}
+BOTTOM = {"jaxdrop._masks", "jaxdrop._checks", "jaxdrop._stats", "jaxdrop._mode", "jaxdrop.keys", "jaxdrop.debug"}
 ROWS = {
     "bottom": 0,
     "functional": 1,
