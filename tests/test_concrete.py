@@ -221,3 +221,25 @@ class EagerAndJitTest(chex.TestCase):
 def test_bad_input(call, error, message):
     with pytest.raises(error, match=message):
         call()
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf"), jnp.float32(jnp.nan)])
+def test_static_nan_or_infinite_p_logit_raises_instead_of_a_nan_output(bad):
+    # Before: concrete_dropout(x, nan) returned an all-NaN output.
+    x = jnp.ones((2, 4))
+    with pytest.raises(ValueError, match=r"`p_logit` must be a finite number; got (nan|inf|-inf)"):
+        jaxdrop.concrete_dropout(x, bad, key=jax.random.key(0))
+    with pytest.raises(ValueError, match=r"`p_logit` must be a finite number"):
+        jaxdrop.concrete_dropout(x, bad, deterministic=True)  # checked before the short-cut too
+    with pytest.raises(ValueError, match=r"`p_logit` must be a finite number"):
+        jaxdrop.concrete_dropout_regularizer(bad, x, weight_regularizer=1e-2, dropout_regularizer=1e-1, input_dim=4)
+
+
+def test_traced_nan_p_logit_gives_nan_and_bad_weight_leaves_raise():
+    x = jnp.ones((2, 4))
+    out = jax.jit(lambda p: jaxdrop.concrete_dropout(x, p, key=jax.random.key(0)))(jnp.float32(jnp.nan))
+    assert np.isnan(np.asarray(out)).all()  # a traced value cannot raise: NaN, never a plausible number
+    with pytest.raises(TypeError, match=r"`weight` must be a floating-point array.*got 'abc'"):
+        jaxdrop.concrete_dropout_regularizer(
+            0.0, {"w": "abc"}, weight_regularizer=1e-2, dropout_regularizer=1e-1, input_dim=4
+        )

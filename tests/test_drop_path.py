@@ -106,3 +106,16 @@ class EagerAndJitTest(chex.TestCase):
 def test_bad_input(call, error, message):
     with pytest.raises(error, match=message):
         call()
+
+
+def test_arguments_are_checked_before_the_deterministic_short_cut():
+    # A bad value fails in evaluation mode as it would in training, in every variant (docs/bad_input.md checks all).
+    x = jnp.ones((2, 4))
+    with pytest.raises(ValueError, match=r"`rate` must be in \[0, 1\]; got 1.5"):
+        jaxdrop.drop_path(x, 1.5, deterministic=True)
+    with pytest.raises(ValueError, match=r"`rate` must be in \[0, 1\]; got 1.5"):
+        jaxdrop.residual_drop_path(x, x, 1.5, deterministic=True)
+    with pytest.raises(TypeError, match=r"`batch_axis` must be an int axis in \[-2, 1\]; got \(0, 1\)"):
+        jaxdrop.drop_path(x, 0.5, deterministic=True, batch_axis=(0, 1))
+    with pytest.raises(TypeError, match=r"`residual` must have a floating-point dtype"):
+        jaxdrop.residual_drop_path(jnp.ones((2, 4), jnp.int32), x, 0.5, deterministic=True)

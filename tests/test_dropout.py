@@ -18,6 +18,7 @@ from jax.test_util import check_grads
 from stat_bounds import binomial_bound
 
 import jaxdrop
+from jaxdrop import _checks
 
 GENERATORS = ["fast", "jax"]
 KEY = jax.random.key(0)
@@ -300,5 +301,27 @@ def test_bad_input_integer_x_and_batched_key_and_traced_flag():
         jaxdrop.dropout(jnp.ones(3), 0.5, key=jax.random.split(jax.random.key(0), 2))
     with pytest.raises(TypeError, match="`deterministic` must be a static Python bool"):
         jax.jit(lambda d: jaxdrop.dropout(jnp.ones(3), 0.5, key=jax.random.key(0), deterministic=d))(True)
-    with pytest.raises(TypeError, match="`rate` must be a floating-point scalar"):
-        jax.jit(lambda r: jaxdrop.dropout(jnp.ones(3), r, key=jax.random.key(0)))(1)
+    with pytest.raises(TypeError, match="`rate` must be a real scalar in \\[0, 1\\]; got a traced value of dtype bool"):
+        jax.jit(lambda r: jaxdrop.dropout(jnp.ones(3), r, key=jax.random.key(0)))(True)
+
+
+def test_rate_of_any_real_dtype_is_accepted_eagerly_and_under_jit():
+    # Before: a concrete bfloat16 rate was rejected eagerly ("must be a real number") but accepted under jit.
+    x, key = jnp.ones((4, 8)), jax.random.key(0)
+    for rate in (jnp.asarray(0.5, jnp.bfloat16), jnp.float16(0.5), np.float32(0.5), np.asarray(0.5), 0.5):
+        assert _checks.probability(rate, "rate") == 0.5  # static: a Python float, whatever the dtype
+        assert jaxdrop.dropout(x, rate, deterministic=True) is x
+    traced = jax.jit(lambda r: jnp.stack([_checks.probability(r, "rate")]))
+    assert traced(jnp.asarray(0.5, jnp.bfloat16)).dtype == jnp.float32 and traced(jnp.int32(1))[0] == 1.0
+    bf16_rate = jnp.asarray(0.5, jnp.bfloat16)
+    static, traced_bf16 = jax.jit(
+        lambda x, r: (jaxdrop.dropout(x, bf16_rate, key=key), jaxdrop.dropout(x, r, key=key))
+    )(x, bf16_rate)
+    chex.assert_trees_all_equal(static, traced_bf16, jax.jit(lambda x: jaxdrop.dropout(x, 0.5, key=key))(x))
+
+
+def test_inputs_must_be_arrays_not_lists():
+    with pytest.raises(TypeError, match=r"`x` must be a floating-point array .* got \[1, 2, 3\] \(list\)"):
+        jaxdrop.dropout([1, 2, 3], 0.5, key=jax.random.key(0))
+    with pytest.raises(TypeError, match=r"`x` must be a floating-point array"):
+        jaxdrop.dropout([1.0, 2.0], 0.5, deterministic=True)

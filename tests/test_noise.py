@@ -174,3 +174,17 @@ class EagerAndJitTest(chex.TestCase):
 def test_bad_input(call, error, message):
     with pytest.raises(error, match=message):
         call()
+
+
+def test_bfloat16_stddev_is_accepted_eagerly_and_under_jit():
+    x, key = jnp.zeros(64), jax.random.key(0)
+    stddev = jnp.asarray(0.5, jnp.bfloat16)
+    assert jaxdrop.gaussian_noise(x, stddev, deterministic=True) is x  # accepted eagerly (was a TypeError)
+    outputs = jax.jit(
+        lambda x, s: (
+            jaxdrop.gaussian_noise(x, stddev, key=key),  # concrete: static
+            jaxdrop.gaussian_noise(x, s, key=key),  # traced
+            jaxdrop.gaussian_noise(x, 0.5, key=key),  # 0.5 is exact in bfloat16
+        )
+    )(x, stddev)
+    chex.assert_trees_all_equal(*outputs)

@@ -272,8 +272,97 @@ def test_mc_predict_streaming_log_likelihood_matches_materialised():
     streamed = jaxdrop.mc.predict(
         regressor, x, key=KEY, num_samples=64, chunk_size=16, task="regression", targets=targets, tau=1e4
     )
-    samples = jaxdrop.mc.sample(regressor, KEY, 64, x)
+    samples = jaxdrop.mc.sample(regressor, x, key=KEY, num_samples=64)
     direct = unc.gaussian_log_likelihood(samples, targets, tau=1e4)
     value = np.asarray(streamed.log_likelihood)
     assert np.isfinite(value).all()
     np.testing.assert_allclose(np.mean(value), float(direct), rtol=1e-4)
+
+
+# --- float64 inputs (x64 mode) are scaled in float64 ------------------------------------------------------------------
+# Before: the scale was cast to float32, so dropout(float64 ones, 0.1) kept 1.1111111640930176, not 1/0.9.
+
+X64_KEPT_SCALE = {
+    "dropout": lambda x, r: jaxdrop.dropout(x, r, key=KEY),
+    "dropconnect": lambda x, r: jaxdrop.dropconnect(x, r, key=KEY),
+    "drop_path": lambda x, r: jaxdrop.drop_path(x, r, key=KEY),
+    "spatial_dropout": lambda x, r: jaxdrop.spatial_dropout(x, r, key=KEY),
+    "locked_dropout": lambda x, r: jaxdrop.locked_dropout(x, r, key=KEY),
+    "token_dropout": lambda x, r: jaxdrop.token_dropout(x, r, key=KEY),
+    "locked_mask": lambda x, r: jaxdrop.locked_mask(KEY, r, x.shape)(x),
+    "word_dropout": lambda x, r: jaxdrop.word_dropout(x, jnp.zeros(x.shape[:-1], jnp.int32), r, key=KEY),
+}
+
+
+X64_DEFAULT_RUN = {"dropout", "word_dropout"}  # `pytest -m slow` runs them all
+
+
+@pytest.mark.parametrize(
+    "name", [n if n in X64_DEFAULT_RUN else pytest.param(n, marks=pytest.mark.slow) for n in X64_KEPT_SCALE]
+)
+def test_float64_inputs_are_scaled_in_float64(name):
+    fn = X64_KEPT_SCALE[name]
+    with jax.enable_x64(True):
+        x = jnp.ones((8, 16, 4), jnp.float64)
+        for y in (jax.jit(lambda x: fn(x, 0.1))(x), jax.jit(fn)(x, jnp.float64(0.1))):  # a static, a traced rate
+            assert y.dtype == jnp.float64
+            values = set(np.unique(np.asarray(y)).tolist())
+            assert 1 / 0.9 in values and values <= {0.0, 1 / 0.9}, (name, values)
+
+
+def test_float64_alpha_and_gaussian_noise_compute_in_float64():
+    from jaxdrop.functional._noise import ALPHA_PRIME
+
+    with jax.enable_x64(True):
+        ones = jnp.ones(4096, jnp.float64)
+        alpha, noise, gaussian = jax.jit(
+            lambda x: (
+                jaxdrop.alpha_dropout(x, 0.1, key=KEY),
+                jaxdrop.gaussian_noise(0 * x, 0.3, key=KEY),
+                jaxdrop.gaussian_dropout(x, 0.1, key=KEY),
+            )
+        )(ones)
+        # Alpha dropout: kept units a (1 - a') / (1 - p) + a a', dropped ones a a', with a in float64.
+        affine = ((1 - 0.1) / (1 + 0.1 * ALPHA_PRIME**2)) ** 0.5
+        expected = sorted({affine * (1 - ALPHA_PRIME) / 0.9 + affine * ALPHA_PRIME, affine * ALPHA_PRIME})
+        np.testing.assert_allclose(sorted(np.unique(alpha)), expected, rtol=1e-15)
+        # Gaussian noise and dropout add level * n, n a float32 normal: with a float32 level, (y - x) / level
+        # would be off float32's grid by about 1e-8.
+        for y, level, shift in ((noise, 0.3, 0.0), (gaussian, (0.1 / 0.9) ** 0.5, 1.0)):
+            standard = (np.asarray(y) - shift) / level
+            np.testing.assert_allclose(standard, standard.astype(np.float32), rtol=1e-13, atol=1e-13)
+
+
+@pytest.mark.slow
+def test_float64_dropblock_and_attention_compute_in_float64():
+    with jax.enable_x64(True):
+        # DropBlock: the renormaliser count / kept, in float64.
+        y = np.asarray(jax.jit(lambda x: jaxdrop.dropblock(x, 0.2, key=KEY, block_size=2))(jnp.ones((2, 8, 8, 3))))
+        assert set(np.unique(y)) == {0.0, y.size / np.count_nonzero(y)}
+        # Attention: uniform weights 1/4 (exact), kept ones scaled by 1 / 0.9 in float64.
+        q, k, v = (
+            jnp.full(shape, fill, jnp.float64)
+            for shape, fill in (((1, 3, 1, 2), 0), ((1, 4, 1, 2), 0), ((1, 4, 1, 2), 1))
+        )
+        out = jax.jit(lambda q, k, v: jaxdrop.dot_product_attention(q, k, v, dropout_rng=KEY, dropout_rate=0.1))(
+            q, k, v
+        )
+        assert out.dtype == jnp.float64
+        assert set(np.unique(out)) <= {kept * 0.25 / 0.9 for kept in range(5)}
+
+
+@pytest.mark.slow
+def test_float64_concrete_dropout_matches_a_float64_reference():
+    from jaxdrop import _masks
+    from jaxdrop.functional._concrete import EPSILON
+
+    with jax.enable_x64(True):
+        x = jnp.asarray(np.random.default_rng(0).standard_normal(512), jnp.float64)
+        logit, temperature = -1.3, 0.1
+        y = jax.jit(lambda x, logit: jaxdrop.concrete_dropout(x, logit, key=KEY, temperature=temperature))
+        y = np.asarray(y(x, jnp.float64(logit)))
+        u = np.asarray(_masks.uniform(KEY, x.shape, "fast"), np.float64)
+        p = 1 / (1 + np.exp(-logit))
+        drop_logit = np.log(p + EPSILON) - np.log(1 - p + EPSILON) + np.log(u + EPSILON) - np.log(1 - u + EPSILON)
+        retain = 1 / (1 + np.exp(drop_logit / temperature))
+        np.testing.assert_allclose(y, np.asarray(x) * retain / (1 - p), rtol=1e-12, atol=1e-20)

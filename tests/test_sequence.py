@@ -174,3 +174,23 @@ class EagerAndJitTest(chex.TestCase):
 def test_bad_input(call, error, message):
     with pytest.raises(error, match=message):
         call()
+
+
+def test_locked_mask_checks_its_shape_and_the_shape_it_is_applied_to():
+    key = jax.random.key(0)
+    # Before: (2.7, 4) was truncated to (2, 4), 5 raised "'int' object is not iterable", a mismatched `h` a raw
+    # broadcasting error.
+    with pytest.raises(TypeError, match=r"`shape` must be a tuple of ints >= 0, e.g. \(batch, hidden\); got 2.7"):
+        jaxdrop.locked_mask(key, 0.5, (2.7, 4))
+    with pytest.raises(TypeError, match=r"`shape` must be a tuple of ints"):
+        jaxdrop.locked_mask(key, 0.5, "24")
+    for rate, deterministic in ((0.5, False), (0.5, True), (0.0, False)):  # checked in every mode
+        apply = jax.jit(lambda h, r=rate, d=deterministic: jaxdrop.locked_mask(key, r, (1, 4), deterministic=d)(h))
+        with pytest.raises(ValueError, match=r"`h` of shape \(2, 5\) does not match .* `shape` \(1, 4\)"):
+            apply(jnp.ones((2, 5)))
+        with pytest.raises(ValueError, match=r"`h` of shape \(4,\) does not match"):
+            apply(jnp.ones(4))  # ranks must agree: a mask is never broadcast silently over a batch axis
+    shared = jax.jit(lambda h: jaxdrop.locked_mask(key, 0.5, (1, 4))(h))(jnp.ones((3, 4)))
+    assert bool((shared == shared[:1]).all())  # size 1: one mask shared by the batch, by choice
+    with pytest.raises(ValueError, match=r"`h` of shape \(3, 4\) does not match .* `shape` \(4,\)"):
+        jaxdrop.locked_mask(key, 0.5, 4, deterministic=True)(jnp.ones((3, 4)))  # an int n is the shape (n,)

@@ -111,3 +111,14 @@ class EagerAndJitTest(chex.TestCase):
 def test_bad_input(call, error, message):
     with pytest.raises(error, match=message):
         call()
+
+
+def test_dropconnect_params_checks_selected_leaves_first_and_never_shares_a_mask():
+    ids = {"ids": jnp.ones((3, 3), jnp.int32)}
+    with pytest.raises(TypeError, match="`where` selected the leaf 'ids' of dtype int32"):
+        jaxdrop.dropconnect_params(ids, 0.5, where="ids")  # the input's error before the missing key's
+    with pytest.raises(TypeError, match="`where` selected the leaf 'ids' of dtype int32"):
+        jaxdrop.dropconnect_params(ids, 0.5, deterministic=True, where="ids")
+    clash = {"a/b": jnp.ones((2, 2)), "a": {"b": jnp.ones((2, 2))}}  # two paths that read "a/b"
+    with pytest.raises(ValueError, match="`params` has two selected leaves named 'a/b'"):
+        jaxdrop.dropconnect_params(clash, 0.5, key=jax.random.key(0))

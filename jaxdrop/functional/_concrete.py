@@ -18,15 +18,10 @@ SPATIAL_TEMPERATURE = 2.0 / 3.0  # and for spatial (per-channel) concrete dropou
 
 
 def _scalar_logit(p_logit: jax.typing.ArrayLike) -> jax.Array:
-    logit = jnp.asarray(p_logit)
-    if logit.ndim != 0:
-        raise ValueError(f"`p_logit` must be a scalar (one learnable rate per layer); got shape {logit.shape}.")
-    if not jnp.issubdtype(logit.dtype, jnp.floating):
-        raise TypeError(
-            f"`p_logit` must be a floating-point scalar (the logit of the drop rate); got dtype "
-            f"{logit.dtype}. Initialise it as e.g. `jnp.log(0.1) - jnp.log(0.9)`."
-        )
-    return logit.astype(jnp.float32)
+    """``p_logit`` checked: a floating-point scalar (one learnable rate per layer), finite when static."""
+    return _checks.floating_scalar(
+        p_logit, "p_logit", " Initialise it as the logit of the rate, e.g. `jnp.log(0.1) - jnp.log(0.9)`."
+    )
 
 
 def _retain(logit: jax.Array) -> jax.Array:
@@ -61,7 +56,8 @@ def concrete_dropout(
     ``jax.random.uniform``) is regenerated for the backward pass, never stored.
 
     Args:
-      x: floating-point input; the output has the same dtype (the mask is applied in float32).
+      x: floating-point input; the output has the same dtype (the mask is applied in float32, or in float64 for
+        a float64 input).
       p_logit: scalar logit of the drop probability, a learnable parameter; gradients flow to it.
       key: PRNG key; required unless ``deterministic``.
       deterministic: if True, ``x`` is returned unchanged (the expectation of the output as the temperature goes
@@ -76,8 +72,8 @@ def concrete_dropout(
 
     Raises:
       TypeError: ``x`` or ``p_logit`` is not floating point, or ``key`` is not a PRNG key.
-      ValueError: ``p_logit`` is not a scalar, ``temperature <= 0`` (static), a bad ``broadcast_dims`` axis, or a
-        missing ``key``.
+      ValueError: ``p_logit`` is not a scalar or is NaN or infinite (static), ``temperature`` is not a finite
+        number ``> 0`` (static), a bad ``broadcast_dims`` axis, or a missing ``key``.
 
     Examples:
       >>> import jax, jax.numpy as jnp, jaxdrop
@@ -102,10 +98,12 @@ def concrete_dropout(
     if not isinstance(temperature, float):  # a traced temperature <= 0 cannot raise inside jit: NaN output
         temperature = jnp.where(temperature > 0.0, temperature, jnp.nan)
     noise_shape = _core.mask_shape(x.shape, shared_axes)
+    wide = _core.compute_dtype(x.dtype)  # float32, or float64 for float64 inputs: one rounding to x.dtype
 
     def relaxed_dropout(x, logit, key, temperature):
+        logit = logit.astype(wide)
         p = jax.nn.sigmoid(logit)
-        uniform = _masks.uniform(key, noise_shape, generator)
+        uniform = _masks.uniform(key, noise_shape, generator).astype(wide)
         drop_logit = (
             jnp.log(p + EPSILON)
             - jnp.log(jax.nn.sigmoid(-logit) + EPSILON)
@@ -113,10 +111,10 @@ def concrete_dropout(
             - jnp.log(1.0 - uniform + EPSILON)
         ) / temperature
         retain_weight = jax.nn.sigmoid(-drop_logit)  # 1 - drop, without cancellation
-        return (x.astype(_core.compute_dtype(x.dtype)) * (retain_weight / _retain(logit))).astype(x.dtype)
+        return (x.astype(wide) * (retain_weight / _retain(logit))).astype(x.dtype)
 
     remat = jax.checkpoint(relaxed_dropout, policy=jax.checkpoint_policies.nothing_saveable)
-    return remat(x, logit, key, lax.stop_gradient(jnp.asarray(temperature, jnp.float32)))
+    return remat(x, logit, key, lax.stop_gradient(jnp.asarray(temperature, wide)))
 
 
 def concrete_dropout_regularizer(
@@ -148,8 +146,10 @@ def concrete_dropout_regularizer(
       A float32 scalar; differentiable with respect to ``p_logit`` and ``weight``.
 
     Raises:
-      TypeError: ``p_logit`` is not a floating-point scalar, or ``input_dim`` is not an int.
-      ValueError: ``p_logit`` is not a scalar, a negative regulariser, or ``input_dim < 1``.
+      TypeError: ``p_logit`` is not a floating-point scalar, a leaf of ``weight`` is not a floating-point array,
+        or ``input_dim`` is not an int.
+      ValueError: ``p_logit`` is not a scalar or is NaN or infinite (static), a negative, NaN or infinite
+        regulariser, or ``input_dim < 1``.
 
     Examples:
       >>> import jax.numpy as jnp, jaxdrop
@@ -158,12 +158,12 @@ def concrete_dropout_regularizer(
       >>> round(float(reg), 4)  # 0.01 * 8 / 0.5 - 0.1 * 4 * log(2)
       -0.1173
     """
-    logit = _scalar_logit(p_logit)
+    leaves = [_checks.floating_array(leaf, "weight") for leaf in jax.tree_util.tree_leaves(weight)]
+    logit = _scalar_logit(p_logit).astype(jnp.float32)
     weight_regularizer = _checks.non_negative(weight_regularizer, "weight_regularizer")
     dropout_regularizer = _checks.non_negative(dropout_regularizer, "dropout_regularizer")
     input_dim = _checks.positive_int(input_dim, "input_dim")
-    leaves = jax.tree_util.tree_leaves(weight)
-    squares = sum(jnp.sum(jnp.square(jnp.asarray(leaf, jnp.float32))) for leaf in leaves)
+    squares = sum(jnp.sum(jnp.square(leaf.astype(jnp.float32))) for leaf in leaves)
     p = jax.nn.sigmoid(logit)
     entropy = -(p * jax.nn.log_sigmoid(logit) + jax.nn.sigmoid(-logit) * jax.nn.log_sigmoid(-logit))
     return weight_regularizer * squares / _retain(logit) - dropout_regularizer * input_dim * entropy

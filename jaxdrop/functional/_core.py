@@ -6,13 +6,17 @@ the key (and scalars) as residuals, never a mask the size of the input. Unlike a
 forward-mode autodiff (``jax.jvp``, ``jax.jacfwd``) working.
 
 Every public function of ``jaxdrop.functional`` checks its arguments in one order, so the error reported for a
-call with several bad arguments is predictable:
+call with several bad arguments is predictable, and every argument is checked before any short-cut (a bad value is
+an error in evaluation mode too, not only once training starts). Each kind of argument has one check in
+``jaxdrop._checks`` (arrays, rates and other real scalars, axes, shapes, sizes, flags, names, keys):
 
-1. the input arrays: their dtypes, and the shapes that must agree between inputs (``token_ids`` and
-   ``tokens_embedded``, ``query``/``key``/``value``);
-2. the rate (or the noise scale, ``p_logit``, the temperature);
+1. the input arrays: arrays (not lists), their dtypes, and the shapes that must agree between inputs
+   (``token_ids`` and ``tokens_embedded``, ``query``/``key``/``value``, ``bias``, ``mask``);
+2. the rate (or the noise scale, ``p_logit``, the temperature): a real 0-d value; static NaN, inf and values out
+   of range raise;
 3. the flags, ``deterministic`` first;
-4. ranks, axes, modes and sizes (``check_rank``, ``channel_axis``, ``broadcast_dims``, ``mode``, ``block_size``);
+4. ranks, axes, modes and sizes (``check_rank``, ``channel_axis``, ``broadcast_dims``, ``mode``, ``block_size``,
+   ``shape``);
 5. ``generator``;
 6. the short-circuit: ``deterministic``, a static rate 0 or 1 (``output_without_mask``) need no key;
 7. the key, only when randomness is drawn: ``jaxdrop._checks.key(key, site=name)`` records it under the public
@@ -60,7 +64,8 @@ def output_without_mask(x: jax.Array, rate: float | jax.Array, deterministic: bo
 
 
 def compute_dtype(dtype: jnp.dtype) -> jnp.dtype:
-    """Scaling happens in at least float32 and is rounded once to the input dtype (bf16 would round 1/0.9)."""
+    """Scaling happens in at least float32 and is rounded once to the input dtype (bf16 would round 1/0.9); a
+    float64 input (x64 mode) is scaled in float64, so ``1 / (1 - rate)`` is not rounded to float32 first."""
     return jnp.promote_types(dtype, jnp.float32)
 
 
@@ -79,7 +84,8 @@ def apply_keep_mask(
 
     ``make_keep`` closes over static configuration (shapes, static rates); ``operands`` are the arrays it needs
     (the key, traced rates). They and ``scale`` are the only residuals saved for the backward pass. Dropped
-    elements are exactly zero even when ``x`` is inf or NaN there (NaN only if ``scale`` is NaN).
+    elements are exactly zero even when ``x`` is inf or NaN there (NaN only if ``scale`` is NaN). ``scale`` is
+    cast to ``compute_dtype(x.dtype)``: float32 for float32 and narrower inputs, float64 for float64 inputs.
     """
 
     def masked(x, operands, scale):
@@ -88,7 +94,7 @@ def apply_keep_mask(
         return jnp.where(keep, scale_values(x, scale), fill)
 
     remat = jax.checkpoint(masked, policy=jax.checkpoint_policies.nothing_saveable)
-    return remat(x, operands, lax.stop_gradient(jnp.asarray(scale, jnp.float32)))
+    return remat(x, operands, lax.stop_gradient(jnp.asarray(scale, compute_dtype(x.dtype))))
 
 
 def mask_shape(shape: tuple[int, ...], shared_axes: tuple[int, ...]) -> tuple[int, ...]:

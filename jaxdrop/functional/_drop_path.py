@@ -86,7 +86,7 @@ def _drop_path(
     if mode == "row":
         if x.ndim == 0:
             raise ValueError("`x` must have a batch axis for `mode='row'` (rank >= 1); got a scalar.")
-        (batch,) = _checks.axes(batch_axis, x.ndim, "batch_axis")
+        batch = _checks.axis(batch_axis, x.ndim, "batch_axis")
         shared = tuple(axis for axis in range(x.ndim) if axis != batch)
     else:
         shared = tuple(range(x.ndim))
@@ -170,7 +170,7 @@ def residual_drop_path(
       >>> bool((y == x).all())
       True
     """
-    residual = jnp.asarray(residual)
+    residual = _checks.floating_array(residual, "residual")
     branch = _checks.floating_array(branch, "branch")
     if residual.shape != branch.shape:
         raise ValueError(f"`residual` and `branch` must have the same shape; got {residual.shape} and {branch.shape}.")

@@ -15,17 +15,16 @@ from jaxdrop.functional._spatial import check_rank, feature_map_axes
 
 
 def _block_sizes(block_size: int | Sequence[int], feature_sizes: tuple[int, ...]) -> tuple[int, ...]:
-    if not isinstance(block_size, Sequence):
-        sizes = (_checks.positive_int(block_size, "block_size"),) * len(feature_sizes)
-    else:
-        sizes = tuple(block_size)
+    if isinstance(block_size, Sequence) and not isinstance(block_size, str):
+        sizes = tuple(_checks.positive_int(size, "block_size") for size in block_size)
         if len(sizes) != len(feature_sizes):
             raise ValueError(
                 f"`block_size` must be an int or have one entry per spatial axis "
                 f"({len(feature_sizes)}); got {block_size!r}."
             )
+    else:
+        sizes = (_checks.positive_int(block_size, "block_size"),) * len(feature_sizes)
     for size, feature_size in zip(sizes, feature_sizes, strict=True):
-        _checks.positive_int(size, "block_size")
         if size > feature_size:
             raise ValueError(
                 f"`block_size` {block_size!r} is larger than the feature map {feature_sizes}; "
@@ -160,7 +159,8 @@ def _dropblock(
     # The renormaliser needs the kept count before the mask is applied; this extra pass only counts (it is
     # identical to the one inside apply_keep_mask, which XLA may merge) and nothing is kept for the backward pass.
     num_kept = jnp.sum(make_keep(*operands), dtype=jnp.int32)
-    scale = jnp.where(num_kept > 0, math.prod(mask_shape) / jnp.maximum(num_kept, 1).astype(jnp.float32), 0.0)
+    wide = _core.compute_dtype(x.dtype)  # float32, or float64 for float64 inputs
+    scale = jnp.where(num_kept > 0, math.prod(mask_shape) / jnp.maximum(num_kept, 1).astype(wide), 0.0)
     if not static:  # rate 1 drops everything, as above; a traced rate outside [0, 1] cannot raise: NaN
         scale = jnp.where(rate < 1.0, scale, 0.0)
         scale = jnp.where((rate >= 0.0) & (rate <= 1.0), scale, jnp.nan)

@@ -139,15 +139,15 @@ def _apply_noise(
     combine: Callable[[jax.Array, jax.Array], jax.Array],
     generator: _masks.Generator,
 ) -> jax.Array:
-    """``combine(x, level * N(0, 1))`` in float32, one rounding to ``x.dtype``; the noise is regenerated from the
-    key for the backward pass instead of being stored (``nothing_saveable``)."""
+    """``combine(x, level * N(0, 1))`` in float32 (float64 for a float64 ``x``), one rounding to ``x.dtype``; the
+    noise is regenerated from the key for the backward pass instead of being stored (``nothing_saveable``)."""
 
     def noisy(x, key, level):
         noise = level * _masks.normal(key, x.shape, generator)
         return combine(x.astype(_core.compute_dtype(x.dtype)), noise).astype(x.dtype)
 
     remat = jax.checkpoint(noisy, policy=jax.checkpoint_policies.nothing_saveable)
-    return remat(x, key, lax.stop_gradient(jnp.asarray(level, jnp.float32)))
+    return remat(x, key, lax.stop_gradient(jnp.asarray(level, _core.compute_dtype(x.dtype))))
 
 
 def gaussian_dropout(

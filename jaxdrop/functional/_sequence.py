@@ -31,7 +31,7 @@ def _shared_along(
     if x.ndim < 2:
         what = axis_name.removesuffix("_axis")
         raise ValueError(f"`x` must have a {what} axis and at least one other axis (rank >= 2); got shape {x.shape}.")
-    shared_axes = _checks.axes(axis, x.ndim, axis_name)
+    shared_axes = (_checks.axis(axis, x.ndim, axis_name),)
     _checks.choice(generator, _masks.GENERATORS, "generator")
     return bernoulli_dropout(
         x, rate, key, site=site, deterministic=deterministic, shared_axes=shared_axes, generator=generator
@@ -99,8 +99,10 @@ def locked_mask(
     Args:
       key: PRNG key; may be None when ``deterministic`` or the rate is statically 0 or 1.
       rate: probability of dropping a unit, in [0, 1]; static (validated) or traced.
-      shape: the mask shape, usually ``(batch, hidden)``; the returned function accepts any array that
-        broadcasts to it.
+      shape: the mask shape, usually ``(batch, hidden)``: a tuple of ints ``>= 0`` (an int ``n`` is ``(n,)``, as in
+        ``jax.random``). The returned function accepts arrays of this shape, or of the same rank where ``shape``
+        has size 1 on an axis (``(1, hidden)``: one mask shared by the batch); any other shape raises, so a mask
+        is never silently broadcast over a batch.
       deterministic: if True, the returned function is the identity.
       generator: ``"fast"`` (default) or ``"jax"``.
 
@@ -109,8 +111,10 @@ def locked_mask(
       boolean mask for the backward pass.
 
     Raises:
-      TypeError: ``key`` is not a PRNG key, or (when called) ``h`` is not floating point.
-      ValueError: a static ``rate`` outside [0, 1], a missing ``key``, or a negative size in ``shape``.
+      TypeError: ``key`` is not a PRNG key, ``shape`` is not a tuple of ints, or (when called) ``h`` is not a
+        floating-point array.
+      ValueError: a static ``rate`` outside [0, 1], a missing ``key``, a negative size in ``shape``, or (when
+        called) ``h`` whose shape the mask does not fit.
 
     Examples:
       >>> import jax, jax.numpy as jnp, jaxdrop
@@ -124,21 +128,31 @@ def locked_mask(
     """
     rate = _checks.probability(rate, "rate")
     deterministic = _checks.static_bool(deterministic, "deterministic")
-    shape = tuple(int(size) for size in shape)
-    if any(size < 0 for size in shape):
-        raise ValueError(f"`shape` must have non-negative sizes; got {shape}.")
+    shape = _checks.shape(shape, "shape")
     _checks.choice(generator, _masks.GENERATORS, "generator")
+
+    def checked(h: jax.typing.ArrayLike) -> jax.Array:
+        # In every mode, so code that runs in evaluation fails in training for the same reason, never differently.
+        h = _checks.floating_array(h, "h")
+        if h.ndim != len(shape) or any(size not in (1, h_size) for size, h_size in zip(shape, h.shape, strict=True)):
+            raise ValueError(
+                f"`h` of shape {h.shape} does not match the mask drawn by `locked_mask` with `shape` {shape}: the "
+                f"mask must have the rank of `h` and each of its sizes must be that of `h` or 1 (shared along that "
+                f"axis). Draw the mask with `shape={h.shape}`."
+            )
+        return h
+
     static = isinstance(rate, float)
     if deterministic or (static and rate == 0.0):
-        return lambda h: _checks.floating_array(h, "h")
+        return checked
     if static and rate == 1.0:
-        return lambda h: jnp.zeros_like(_checks.floating_array(h, "h"))
+        return lambda h: jnp.zeros_like(checked(h))
     key = _checks.key(key, site="locked_mask")
     keep = _masks.keep_mask(key, rate if static else lax.stop_gradient(rate), shape, generator)
     scale = _core.keep_scale(rate, inverted=True)
 
-    def apply_mask(h: jax.Array) -> jax.Array:
-        return _core.apply_keep_mask(_checks.floating_array(h, "h"), lambda mask: mask, keep, scale=scale)
+    def apply_mask(h: jax.typing.ArrayLike) -> jax.Array:
+        return _core.apply_keep_mask(checked(h), lambda mask: mask, keep, scale=scale)
 
     return apply_mask
 
@@ -238,9 +252,7 @@ def word_dropout(
       True
     """
     x = _checks.floating_array(tokens_embedded, "tokens_embedded")
-    token_ids = jnp.asarray(token_ids)
-    if not jnp.issubdtype(token_ids.dtype, jnp.integer):
-        raise TypeError(f"`token_ids` must be an integer array; got dtype {token_ids.dtype}.")
+    token_ids = _checks.integer_array(token_ids, "token_ids")
     if x.ndim < 2 or x.shape[:-1] != token_ids.shape:
         raise ValueError(
             f"`token_ids` must have the shape of `tokens_embedded` without its feature axis; got "

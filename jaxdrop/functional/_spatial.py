@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import numbers
-
 import jax
 
 from jaxdrop import _checks, _masks
@@ -24,9 +22,7 @@ def feature_map_axes(ndim: int, channel_axis: int, name: str = "channel_axis") -
     """
     if ndim < 2:
         raise ValueError(f"`x` must have a batch axis and a channel axis (rank >= 2); got rank {ndim}.")
-    if not isinstance(channel_axis, numbers.Integral) or isinstance(channel_axis, bool):
-        raise TypeError(f"`{name}` must be an int; got {channel_axis!r}.")
-    (channel,) = _checks.axes(channel_axis, ndim, name)
+    channel = _checks.axis(channel_axis, ndim, name)
     if channel == 0:
         raise ValueError(
             f"`{name}`={channel_axis} names axis 0, the batch axis; accepted range is "

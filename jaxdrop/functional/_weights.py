@@ -135,7 +135,8 @@ def dropconnect_params(
 
     Raises:
       TypeError: a selected leaf is not floating point (its path is named), or a bad ``where``.
-      ValueError: a static ``rate`` outside [0, 1], or a missing ``key``.
+      ValueError: a static ``rate`` outside [0, 1], a missing ``key``, or two selected leaves with the same path
+        name (they would get the same key and mask).
 
     Examples:
       >>> import jax, jax.numpy as jnp, jaxdrop
@@ -144,10 +145,23 @@ def dropconnect_params(
       >>> out["dense"]["bias"] is params["dense"]["bias"]  # biases are left alone by default
       True
     """
+    select = _predicate(where)  # first: it says which leaves are the input arrays
+    selected = {}
+    for path, leaf in jax.tree_util.tree_leaves_with_path(params):
+        name = path_name(path)
+        if select(name, leaf):
+            if not _checks.is_array_like(leaf) or not jnp.issubdtype(jnp.result_type(leaf), jnp.floating):
+                dtype = jnp.result_type(leaf) if _checks.is_array_like(leaf) else type(leaf).__name__
+                raise TypeError(
+                    f"`where` selected the leaf {name!r} of dtype {dtype}; DropConnect applies to floating-point "
+                    f"weights only."
+                )
+            if name in selected:  # e.g. {"a/b": w1, "a": {"b": w2}}: one key, so one mask, for both
+                raise ValueError(f"`params` has two selected leaves named {name!r}; they would share a mask.")
+            selected[name] = leaf
     rate = _checks.probability(rate, "rate")
     deterministic = _checks.static_bool(deterministic, "deterministic")
     inverted = _checks.static_bool(inverted, "inverted")
-    select = _predicate(where)
     _checks.choice(generator, _masks.GENERATORS, "generator")
     static = isinstance(rate, float)
     needs_key = not deterministic and not (static and rate in (0.0, 1.0))
@@ -155,13 +169,8 @@ def dropconnect_params(
 
     def drop_leaf(path, leaf):
         name = path_name(path)
-        if not select(name, leaf):
+        if name not in selected:
             return leaf
-        if not jnp.issubdtype(jnp.result_type(leaf), jnp.floating):
-            raise TypeError(
-                f"`where` selected the leaf {name!r} of dtype {jnp.result_type(leaf)}; DropConnect "
-                f"applies to floating-point weights only."
-            )
         leaf_key = fold_in(key, name) if needs_key else None  # derived from the recorded key: not recorded again
         return bernoulli_dropout(
             jnp.asarray(leaf),
