@@ -35,9 +35,12 @@ def gaussian_log_density(x: jax.Array, mean: jax.Array, log_variance: jax.Array)
     """``log N(x; mean, exp(log_variance))``, elementwise.
 
     The residual is standardised before squaring (``exp(-log_variance / 2)``), so a tiny variance does not
-    overflow ``exp(-log_variance)`` to inf and turn a zero residual into NaN.
+    overflow ``exp(-log_variance)`` to inf; below ``log_variance`` of about -177 even ``exp(-log_variance / 2)`` is
+    inf, so an exactly zero residual is taken as 0 rather than ``0 * inf = NaN``.
     """
-    return -0.5 * (LOG_2PI + log_variance + jnp.square((x - mean) * jnp.exp(-0.5 * log_variance)))
+    residual = x - mean
+    standardised = jnp.where(residual == 0, 0.0, residual * jnp.exp(-0.5 * log_variance))
+    return -0.5 * (LOG_2PI + log_variance + jnp.square(standardised))
 
 
 def top_two_gap(probs: jax.Array) -> jax.Array:

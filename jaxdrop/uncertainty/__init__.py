@@ -9,8 +9,21 @@
 - Decisions: `risk_coverage_curve()`, `aurc()`, `flag_for_review()`, `ood_auroc()`.
 
 Every metric is a pure ``jax.numpy`` function, computed in at least float32 and in log space where it matters, and
-can be ``jit``-ed (integer configuration such as ``num_bins``, ``k`` or ``budget`` is static). Value checks
-(probabilities summing to 1, labels in range) run when the inputs are concrete. No Flax import.
+can be ``jit``-ed (integer configuration such as ``num_bins``, ``k``, ``budget`` or ``sample_axis`` is static). No
+Flax import.
+
+Meaningless input never gives a plausible number:
+
+- Shapes are checked always, inside ``jit`` too: zero samples, zero classes, and no example for a metric that
+  summarises examples (``nll``, ``brier_score``, ``expected_calibration_error``, ``rmse``, ``aurc``, ``ood_auroc``,
+  ...) raise ``ValueError``. A per-example metric of an empty batch returns an empty array.
+- Samples come first: ``(T, *batch, num_classes)`` or ``(T, *batch)``. An input with no batch axis,
+  ``(T, num_classes)`` or ``(T,)``, reads just as well as one prediction per example without samples, so it needs
+  ``sample_axis=0``; ``sample_axis`` also names samples that are not first.
+- Values are checked when concrete: probabilities (in [0, 1], rows summing to 1, no NaN/inf), labels (integers in
+  range), regression arrays (finite), scores (no NaN; +-inf ranks), positive scalars (``tau``, ``target_std``).
+  Inside ``jit`` a traced value cannot raise: an invalid one turns every floating-point output NaN.
+  ``flag_for_review`` sends NaN scores to review; ``bald_top_k`` returns indices, which cannot be NaN.
 
 This module only re-exports; each family lives in its own private module (``_classification``, ``_regression``,
 ``_calibration``, ``_selective``), and the checks of probabilities, labels and score vectors in ``_inputs``.

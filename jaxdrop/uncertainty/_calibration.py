@@ -20,9 +20,16 @@ from jaxdrop.uncertainty import _inputs
 BINNINGS = ("uniform", "quantile")
 
 
-def _probs_and_labels(probs: jax.typing.ArrayLike, labels: jax.typing.ArrayLike) -> tuple[jax.Array, jax.Array]:
-    probs = _inputs.probabilities(probs)
-    return probs, _inputs.labels(labels, probs.shape[:-1], probs.shape[-1])
+def _probs_and_labels(
+    probs: jax.typing.ArrayLike, labels: jax.typing.ArrayLike, *, two_d: bool = False
+) -> tuple[jax.Array, jax.Array, _inputs.Ok]:
+    """Checked probabilities and labels of at least one example, and the ``ok`` flag of their traced values."""
+    probs, probs_ok = _inputs.probabilities(probs)
+    if two_d and probs.ndim != 2:
+        raise ValueError(f"`probs` must have shape (num_examples, num_classes); got {probs.shape}.")
+    _inputs.not_empty(probs, "probs")  # a mean or a histogram over no examples is undefined
+    labels, labels_ok = _inputs.labels(labels, probs.shape[:-1], probs.shape[-1])
+    return probs, labels, _inputs.all_ok(probs_ok, labels_ok)
 
 
 # Validation runs in Python; each metric is then one jitted program (one dispatch when called eagerly).
@@ -45,18 +52,25 @@ def nll(probs: jax.typing.ArrayLike, labels: jax.typing.ArrayLike) -> jax.Array:
     """Mean negative log-likelihood ``-log p[label]`` (nats); a zero probability counts as ``-log(tiny)``, finite.
 
     Args:
-      probs: ``(*batch, num_classes)`` predictive probabilities.
-      labels: ``(*batch,)`` integer labels.
+      probs: ``(*batch, num_classes)`` predictive probabilities: at least one example and one class.
+      labels: ``(*batch,)`` integer labels in ``[0, num_classes)``.
 
     Returns:
-      A float32 scalar (``sklearn.metrics.log_loss`` without its clipping).
+      A float32 scalar (``sklearn.metrics.log_loss`` without its clipping). Inside ``jit``, invalid values
+      (NaN or non-probabilities in ``probs``, labels out of range) give NaN.
+
+    Raises:
+      TypeError: ``probs`` not floating point, ``labels`` not integer.
+      ValueError: no example, zero classes, ``labels`` of the wrong shape; (when concrete) ``probs`` holding NaN,
+        values outside [0, 1] or rows not summing to 1, ``labels`` out of range.
 
     Examples:
       >>> import jax.numpy as jnp, jaxdrop
       >>> round(float(jaxdrop.uncertainty.nll(jnp.array([[0.5, 0.5], [0.25, 0.75]]), jnp.array([0, 1]))), 4)
       0.4904
     """
-    return _nll(*_probs_and_labels(probs, labels))
+    probs, labels, ok = _probs_and_labels(probs, labels)
+    return _inputs.guard(_nll(probs, labels), ok)
 
 
 def brier_score(probs: jax.typing.ArrayLike, labels: jax.typing.ArrayLike) -> jax.Array:
@@ -64,12 +78,23 @@ def brier_score(probs: jax.typing.ArrayLike, labels: jax.typing.ArrayLike) -> ja
 
     For two classes this is twice ``sklearn.metrics.brier_score_loss`` on the positive class.
 
+    Args:
+      probs: ``(*batch, num_classes)`` predictive probabilities: at least one example and one class.
+      labels: ``(*batch,)`` integer labels in ``[0, num_classes)``.
+
+    Returns:
+      A float32 scalar. Inside ``jit``, invalid values (as in `nll()`) give NaN.
+
+    Raises:
+      TypeError, ValueError: as `nll()`.
+
     Examples:
       >>> import jax.numpy as jnp, jaxdrop
       >>> jaxdrop.uncertainty.brier_score(jnp.array([[0.75, 0.25]]), jnp.array([0])).tolist()
       0.125
     """
-    return _brier_score(*_probs_and_labels(probs, labels))
+    probs, labels, ok = _probs_and_labels(probs, labels)
+    return _inputs.guard(_brier_score(probs, labels), ok)
 
 
 class ReliabilityDiagram(NamedTuple):
@@ -101,13 +126,19 @@ def reliability_diagram(
     groups whose sizes differ by at most one. ``num_bins`` and ``binning`` are static.
 
     Args:
-      probs: ``(n, num_classes)`` predictive probabilities.
+      probs: ``(n, num_classes)`` predictive probabilities, ``n >= 1``.
       labels: ``(n,)`` integer labels.
       num_bins: number of bins, >= 1.
       binning: ``"uniform"`` or ``"quantile"``.
 
     Returns:
-      A `ReliabilityDiagram`.
+      A `ReliabilityDiagram`. A bin without examples has NaN confidence and accuracy (count 0): there is nothing to
+      average. Inside ``jit``, invalid values (as in `nll()`) make ``bin_edges``, ``confidence`` and ``accuracy``
+      all NaN (``counts`` are integers).
+
+    Raises:
+      TypeError: as `nll()`.
+      ValueError: as `nll()`, ``probs`` not 2-D, ``num_bins < 1``, unknown ``binning``.
 
     Examples:
       >>> import jax.numpy as jnp, jaxdrop
@@ -116,12 +147,16 @@ def reliability_diagram(
       >>> diagram.counts.tolist(), [round(a, 4) for a in diagram.accuracy.tolist()]
       ([0, 3], [nan, 0.6667])
     """
-    probs, labels = _probs_and_labels(probs, labels)
-    if probs.ndim != 2:
-        raise ValueError(f"`probs` must have shape (num_examples, num_classes); got {probs.shape}.")
+    return _inputs.guard(*_checked_diagram(probs, labels, num_bins, binning))
+
+
+def _checked_diagram(
+    probs: jax.typing.ArrayLike, labels: jax.typing.ArrayLike, num_bins: int, binning: str
+) -> tuple[ReliabilityDiagram, _inputs.Ok]:
+    probs, labels, ok = _probs_and_labels(probs, labels, two_d=True)
     num_bins = _checks.int_in_range(num_bins, "num_bins", 1, 2**31 - 1)
     _checks.choice(binning, BINNINGS, "binning")
-    return _reliability_diagram(probs, labels, num_bins, binning)
+    return _reliability_diagram(probs, labels, num_bins, binning), ok
 
 
 @functools.partial(jax.jit, static_argnums=(2, 3))
@@ -163,16 +198,18 @@ def expected_calibration_error(
     """ECE: ``sum_b (n_b / n) |accuracy_b - confidence_b|`` over the bins of `reliability_diagram()`.
 
     Args:
-      probs: ``(n, num_classes)`` predictive probabilities.
+      probs: ``(n, num_classes)`` predictive probabilities, ``n >= 1``.
       labels: ``(n,)`` integer labels.
       num_bins: number of bins, >= 1 (static). 15 as in Guo et al. 2017.
       binning: ``"uniform"`` (equal width) or ``"quantile"`` (equal mass); static.
 
     Returns:
-      A float32 scalar in ``[0, 1]``.
+      A float32 scalar in ``[0, 1]``. Inside ``jit``, invalid values (as in `nll()`) give NaN.
 
     Raises:
-      ValueError: ``probs`` are not probabilities, shapes do not match, ``num_bins < 1``, unknown ``binning``.
+      TypeError: as `nll()`.
+      ValueError: no example (an empty set is not "perfectly calibrated"), ``probs`` not 2-D or not
+        probabilities (when concrete), shapes do not match, ``num_bins < 1``, unknown ``binning``.
 
     Examples:
       >>> import jax.numpy as jnp, jaxdrop
@@ -181,7 +218,8 @@ def expected_calibration_error(
       >>> round(float(ece), 4)  # one bin, mean confidence 0.7333, accuracy 0.6667
       0.0667
     """
-    return _calibration_error(reliability_diagram(probs, labels, num_bins, binning))
+    diagram, ok = _checked_diagram(probs, labels, num_bins, binning)
+    return _inputs.guard(_calibration_error(diagram), ok)
 
 
 @jax.jit

@@ -18,12 +18,18 @@ from jaxdrop import _checks, _stats
 from jaxdrop.uncertainty import _inputs
 
 
-def _scores(values: jax.typing.ArrayLike, name: str, allow_empty: bool = False) -> jax.Array:
+def _vector(values: jax.typing.ArrayLike, name: str, allow_empty: bool = False) -> jax.Array:
     """A 1-D array of scores or errors: bool, integer or floating point (cast to float inside the jitted core)."""
     values = _inputs.vector(values, name, allow_empty)
     if jnp.issubdtype(values.dtype, jnp.bool_) or jnp.issubdtype(values.dtype, jnp.integer):
         return values
     return _checks.floating_array(values, name)
+
+
+def _scores(values: jax.typing.ArrayLike, name: str) -> tuple[jax.Array, _inputs.Ok]:
+    """Uncertainty scores to rank: no NaN (it has no rank), while +-inf ranks last or first."""
+    values = _vector(values, name)
+    return values, _inputs.finite(values, name, allow_inf=True)
 
 
 # Validation runs in Python; each metric is then one jitted program (one dispatch when called eagerly).
@@ -70,7 +76,10 @@ def risk_coverage_curve(uncertainty: jax.typing.ArrayLike, errors: jax.typing.Ar
       the ``k`` least uncertain examples (ties broken by index).
 
     Raises:
-      ValueError: the inputs are not 1-D, are empty, or differ in length.
+      TypeError: an input is neither bool, integer nor floating point.
+      ValueError: the inputs are not 1-D, are empty, or differ in length; (when concrete) NaN in ``uncertainty``
+        (it cannot be ranked; +-inf can), NaN or inf in ``errors``. Inside ``jit`` these values make both
+        arrays NaN instead.
 
     Examples:
       >>> import jax.numpy as jnp, jaxdrop
@@ -79,14 +88,18 @@ def risk_coverage_curve(uncertainty: jax.typing.ArrayLike, errors: jax.typing.Ar
       >>> [round(c, 4) for c in coverage.tolist()], [round(r, 4) for r in risk.tolist()]
       ([0.3333, 0.6667, 1.0], [0.0, 0.0, 0.3333])
     """
-    uncertainty = _scores(uncertainty, "uncertainty")
-    errors = _scores(errors, "errors")
+    uncertainty, uncertainty_ok = _scores(uncertainty, "uncertainty")
+    errors = _vector(errors, "errors")
+    errors_ok = _inputs.finite(errors, "errors")
     _inputs.same_shape(uncertainty, errors, "uncertainty", "errors")
-    return _risk_coverage(uncertainty, errors)
+    return _inputs.guard(_risk_coverage(uncertainty, errors), uncertainty_ok, errors_ok)
 
 
 def aurc(uncertainty: jax.typing.ArrayLike, errors: jax.typing.ArrayLike) -> jax.Array:
     """Area under the risk-coverage curve, ``mean_k risk[k]`` (Geifman et al. 2019); lower is better.
+
+    Args and Raises: as `risk_coverage_curve()`. Returns a float32 scalar; inside ``jit``, NaN where
+    `risk_coverage_curve()` would raise on a value.
 
     Examples:
       >>> import jax.numpy as jnp, jaxdrop
@@ -121,7 +134,7 @@ def flag_for_review(uncertainty: jax.typing.ArrayLike, budget: float | int) -> j
       >>> jaxdrop.uncertainty.flag_for_review(scores, budget=1).tolist()
       [False, True, False, False]
     """
-    uncertainty = _scores(uncertainty, "uncertainty", allow_empty=True)
+    uncertainty = _vector(uncertainty, "uncertainty", allow_empty=True)
     num_examples = uncertainty.shape[0]
     if isinstance(budget, bool) or not isinstance(budget, numbers.Real):
         raise TypeError(
@@ -144,15 +157,22 @@ def ood_auroc(scores_in: jax.typing.ArrayLike, scores_out: jax.typing.ArrayLike)
     Computed from average ranks in ``O(n log n)``.
 
     Args:
-      scores_in: ``(n_in,)`` scores on in-distribution inputs (higher means more uncertain).
-      scores_out: ``(n_out,)`` scores on OOD inputs.
+      scores_in: ``(n_in,)`` scores on in-distribution inputs (higher means more uncertain), ``n_in >= 1``.
+      scores_out: ``(n_out,)`` scores on OOD inputs, ``n_out >= 1``.
 
     Returns:
-      A float32 scalar in ``[0, 1]``; 0.5 is chance.
+      A float32 scalar in ``[0, 1]``; 0.5 is chance. Inside ``jit``, NaN when a score is NaN.
+
+    Raises:
+      TypeError: scores neither bool, integer nor floating point.
+      ValueError: scores not 1-D or empty; (when concrete) a NaN score: it has no rank, and counting it as a tie
+        would report chance (0.5) for a broken score. +-inf is ranked like any number.
 
     Examples:
       >>> import jax.numpy as jnp, jaxdrop
       >>> float(jaxdrop.uncertainty.ood_auroc(jnp.array([0.1, 0.4]), jnp.array([0.4, 0.8])))
       0.875
     """
-    return _auroc(_scores(scores_in, "scores_in"), _scores(scores_out, "scores_out"))
+    scores_in, in_ok = _scores(scores_in, "scores_in")
+    scores_out, out_ok = _scores(scores_out, "scores_out")
+    return _inputs.guard(_auroc(scores_in, scores_out), in_ok, out_ok)
