@@ -1,7 +1,12 @@
+import contextlib
+import functools
+import gc
 import os
 import subprocess
 import sys
 import textwrap
+import warnings
+import weakref
 
 import jax
 import jax.numpy as jnp
@@ -13,6 +18,14 @@ from scipy.special import logsumexp as np_logsumexp
 
 import jaxdrop
 from jaxdrop import mc, uncertainty
+
+# A warning this file does not expect (identical samples, a recompilation, a deprecated spelling) is a failure.
+pytestmark = [
+    pytest.mark.filterwarnings("error::jaxdrop.mc.IdenticalSamplesWarning"),
+    pytest.mark.filterwarnings("error::jaxdrop.mc.RecompileWarning"),
+    pytest.mark.filterwarnings(r"error:`jaxdrop\.mc\.sample\(fn, key:DeprecationWarning"),
+    pytest.mark.filterwarnings(r"error:`\w+Prediction\.uncertainty` is deprecated:DeprecationWarning"),
+]
 
 BATCH, FEATURES, HIDDEN, CLASSES = 4, 3, 8, 5
 
@@ -41,19 +54,20 @@ def hetero_regressor(key, x):
     return out[:, 0], 0.3 * out[:, 1]
 
 
-def _loop(fn, key, num_samples, *args):
-    """The reference: a Python loop over the keys ``fold_in(key, i)`` (each pass jitted, to keep tests fast)."""
-    fn = jax.jit(fn)
+def _loop(fn, key, num_samples, *args, jit=True):
+    """The reference: a Python loop over the keys ``fold_in(key, i)`` (each pass jitted, to keep tests fast, unless
+    ``fn`` reads arrays that change: ``jax.jit`` would keep the old ones)."""
+    fn = jax.jit(fn) if jit else fn
     return jnp.stack([fn(jaxdrop.fold_in(key, i), *args) for i in range(num_samples)])
 
 
-# --- sampling -----------------------------------------------------------------------------------------------------
+# --- sampling --------------------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("chunk_size", [None, 3, 20])
 def test_sample_equals_python_loop_and_samples_differ(chunk_size):
     key = jax.random.key(7)
-    samples = mc.sample(classifier, key, 10, X, chunk_size=chunk_size)
+    samples = mc.sample(classifier, X, key=key, num_samples=10, chunk_size=chunk_size)
     assert samples.shape == (10, BATCH, CLASSES)
     np.testing.assert_allclose(samples, _loop(classifier, key, 10, X), rtol=1e-6, atol=1e-6)
     flat = np.asarray(samples).reshape(10, -1)
@@ -66,14 +80,14 @@ def test_sample_pytree_outputs_kwargs_and_legacy_key():
         return {"a": out * scale, "b": out.sum()}
 
     key = jax.random.PRNGKey(3)
-    samples = mc.sample(fn, key, 5, X, chunk_size=2, scale=2.0)
+    samples = mc.sample(fn, X, key=key, num_samples=5, chunk_size=2, scale=2.0)
     assert samples["a"].shape == (5, BATCH, FEATURES) and samples["b"].shape == (5,)
     expected = _loop(lambda k, x: fn(k, x, scale=2.0)["b"], key, 5, X)
     np.testing.assert_allclose(samples["b"], expected, rtol=1e-6)
 
 
 def test_sample_runs_under_user_jit():
-    run = jax.jit(lambda key, x: mc.sample(classifier, key, 6, x, chunk_size=4))
+    run = jax.jit(lambda key, x: mc.sample(classifier, x, key=key, num_samples=6, chunk_size=4))
     np.testing.assert_allclose(run(jax.random.key(0), X), _loop(classifier, jax.random.key(0), 6, X), atol=1e-6)
 
 
@@ -152,8 +166,10 @@ def test_predict_linen_samples_differ_and_equal_loop():
     np.testing.assert_allclose(result.samples, expected, rtol=1e-5, atol=1e-6)
     flat = np.asarray(result.samples).reshape(6, -1)
     assert all(not np.allclose(flat[i], flat[j]) for i in range(6) for j in range(i))
-    # train=False through apply_kwargs turns dropout off: zero epistemic spread.
-    off = mc.predict(model, X, key=key, num_samples=6, variables=variables, apply_kwargs={"train": False})
+    # train=False turns flax's own Dropout off (jaxdrop.stochastic() only reaches jaxdrop's layers): identical
+    # samples, zero epistemic spread, and a warning that says so.
+    with pytest.warns(mc.IdenticalSamplesWarning, match=r"flax's own `nn.Dropout`"):
+        off = mc.predict(model, X, key=key, num_samples=6, variables=variables, apply_kwargs={"train": False})
     np.testing.assert_allclose(off.mutual_information, 0.0, atol=1e-6)
 
 
@@ -249,7 +265,6 @@ def test_classification_streaming_equals_materialised(chunk_size):
     for name in ("probs", "predictive_entropy", "expected_entropy", "variation_ratio", "nll"):
         np.testing.assert_allclose(getattr(full, name), getattr(streamed, name), rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(streamed.predictions, jnp.argmax(streamed.probs, -1))
-    np.testing.assert_array_equal(streamed.uncertainty, streamed.predictive_entropy)
     assert streamed.samples is None
 
 
@@ -283,7 +298,7 @@ def test_regression_streaming_equals_materialised_and_gal_formula(chunk_size):
         + 0.5 * np.log(tau)
     )
     np.testing.assert_allclose(result.log_likelihood, ll, rtol=1e-5)
-    np.testing.assert_allclose(result.uncertainty, np.sqrt(samples.var(0) + 1 / tau), rtol=1e-4)
+    np.testing.assert_allclose(result.predictive_std, np.sqrt(samples.var(0) + 1 / tau), rtol=1e-4)
     standardised = _loop(regressor, key, num_samples, X)
     np.testing.assert_allclose(
         uncertainty.gaussian_log_likelihood(
@@ -323,13 +338,20 @@ def test_deterministic_model_has_zero_epistemic_uncertainty():
     def deterministic(key, x):
         return jnp.tanh(x @ W1) @ W2
 
-    cls = mc.predict(deterministic, X, key=jax.random.key(0), num_samples=7, chunk_size=3)
+    with pytest.warns(mc.IdenticalSamplesWarning, match="all 7 samples are identical"):
+        cls = mc.predict(deterministic, X, key=jax.random.key(0), num_samples=7, chunk_size=3)
     np.testing.assert_allclose(cls.mutual_information, 0.0, atol=1e-6)
     np.testing.assert_array_equal(cls.variation_ratio, 0.0)
     np.testing.assert_allclose(cls.probs, jax.nn.softmax(deterministic(None, X)), rtol=1e-5)
-    reg = mc.predict(
-        lambda k, x: deterministic(k, x)[:, 0], X, key=jax.random.key(0), num_samples=7, chunk_size=3, task="regression"
-    )
+    with pytest.warns(mc.IdenticalSamplesWarning, match="a function that ignores its `key`"):
+        reg = mc.predict(
+            lambda k, x: deterministic(k, x)[:, 0],
+            X,
+            key=jax.random.key(0),
+            num_samples=7,
+            chunk_size=3,
+            task="regression",
+        )
     np.testing.assert_allclose(reg.epistemic_variance, 0.0, atol=1e-10)
     assert reg.aleatoric_variance is None
 
@@ -351,11 +373,28 @@ def test_result_is_a_pytree_under_jit():
     assert len(jax.tree.leaves(result)) == 6
 
 
-def test_calls_that_differ_only_in_arrays_share_one_compilation():
-    # Options are jit-static (hashed into one cache key) and arrays are traced: a new key, new inputs or new
-    # variables reuse the compiled program; a changed option (a Python number in the kwargs) compiles a new one.
-    from jaxdrop.mc import _sampling
+MC_PROGRAMS = ("jit(_sample_impl)", "jit(_predict_impl)")
 
+
+@contextlib.contextmanager
+def _compiles():
+    """The names of the mc programs XLA compiles within the block (``jax.monitoring`` compile events)."""
+    names = []
+
+    def listener(event, duration, fun_name="", **kwargs):
+        if event == "/jax/core/compile/backend_compile_duration" and fun_name in MC_PROGRAMS:
+            names.append(fun_name)
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        yield names
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+
+
+def test_calls_that_differ_only_in_arrays_share_one_compilation():
+    # Options are static (one program per function and options) and arrays are traced: a new key, new inputs or
+    # new variables reuse the compiled program; a changed option (a Python number in the kwargs) compiles a new one.
     class Model(nn.Module):
         @nn.compact
         def __call__(self, x, scale: float = 1.0):
@@ -365,16 +404,34 @@ def test_calls_that_differ_only_in_arrays_share_one_compilation():
         return classifier(key, x) * scale
 
     model = Model()
-    cache_size = _sampling._jitted_call._cache_size
-    start = cache_size()
-    for seed in range(3):
-        key, x, variables = jax.random.key(seed), X + seed, model.init(jax.random.key(seed), X)
-        mc.predict(scaled, x, key=key, num_samples=4, apply_kwargs={"scale": 2.0})
-        mc.predict(model, x, key=key, num_samples=4, variables=variables, apply_kwargs={"scale": 2.0})
-        mc.sample(scaled, key, 4, x, scale=2.0)
-    assert cache_size() == start + 3
-    mc.predict(scaled, X, key=jax.random.key(0), num_samples=4, apply_kwargs={"scale": 3.0})
-    assert cache_size() == start + 4
+    with _compiles() as compiled:
+        for seed in range(3):
+            key, x, variables = jax.random.key(seed), X + seed, model.init(jax.random.key(seed), X)
+            mc.predict(scaled, x, key=key, num_samples=4, apply_kwargs={"scale": 2.0})
+            mc.predict(model, x, key=key, num_samples=4, variables=variables, apply_kwargs={"scale": 2.0})
+            mc.sample(scaled, x, key=key, num_samples=4, scale=2.0)
+        assert len(compiled) == 3
+        mc.predict(scaled, X, key=jax.random.key(0), num_samples=4, apply_kwargs={"scale": 3.0})
+        assert len(compiled) == 4
+
+
+def test_static_arguments_are_told_apart_by_type():
+    """``0 == False`` and ``1 == 1.0 == True`` hash alike; each must still get its own program."""
+
+    def typed(key, x, flag):
+        if not isinstance(flag, bool):
+            raise TypeError(f"`flag` must be a bool; got {flag!r}")
+        return jaxdrop.dropout(x, 0.5, key=key) * (2.0 if flag else 1.0)
+
+    def kind(key, x, value):
+        return jaxdrop.dropout(x, 0.5, key=key).sum() * 0 + {bool: 1, int: 2, float: 3}[type(value)]
+
+    key = jax.random.key(0)
+    mc.sample(typed, X, False, key=key, num_samples=2)
+    with pytest.raises(TypeError, match="`flag` must be a bool; got 0"):
+        mc.sample(typed, X, 0, key=key, num_samples=2)
+    kinds = [float(mc.sample(kind, X, value, key=key, num_samples=2)[0]) for value in (True, 1, 1.0)]
+    assert kinds == [1.0, 2.0, 3.0]
 
 
 def test_memory_does_not_grow_with_num_samples():
@@ -387,7 +444,7 @@ def test_memory_does_not_grow_with_num_samples():
     assert temp_bytes(10_000) == temp_bytes(100)
 
 
-# --- bad input -----------------------------------------------------------------------------------------------------
+# --- bad input -------------------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -419,9 +476,9 @@ def test_predict_bad_input(kwargs, error, match):
 
 def test_sample_bad_input():
     with pytest.raises(ValueError, match=r"`num_samples` must be >= 1; got -1"):
-        mc.sample(classifier, jax.random.key(0), -1, X)
+        mc.sample(classifier, X, key=jax.random.key(0), num_samples=-1)
     with pytest.raises(ValueError, match=r"`mesh_axis='x'` was given without a `mesh`"):
-        mc.sample(classifier, jax.random.key(0), 2, X, mesh_axis="x")
+        mc.sample(classifier, X, key=jax.random.key(0), num_samples=2, mesh_axis="x")
     with pytest.raises(ValueError, match=r"`variables` is required for a linen module"):
         mc.predict(nn.Dense(3), X, key=jax.random.key(0), num_samples=2)
 
@@ -437,9 +494,9 @@ def test_sharded_samples_equal_unsharded():
         x = jnp.ones((2, 3))
         mesh = jax.make_mesh((4,), ("samples",))
         key = jax.random.key(1)
-        sharded = mc.sample(fn, key, 12, x, mesh=mesh)
+        sharded = mc.sample(fn, x, key=key, num_samples=12, mesh=mesh)
         assert len(sharded.sharding.device_set) == 4
-        np.testing.assert_allclose(sharded, mc.sample(fn, key, 12, x), rtol=1e-6)
+        np.testing.assert_allclose(sharded, mc.sample(fn, x, key=key, num_samples=12), rtol=1e-6)
         a = mc.predict(fn, x, key=key, num_samples=12, chunk_size=8, mesh=mesh, labels=jnp.array([0, 1]))
         b = mc.predict(fn, x, key=key, num_samples=12, labels=jnp.array([0, 1]))
         jax.tree.map(lambda u, v: np.testing.assert_allclose(u, v, rtol=1e-5, atol=1e-6), a, b)
@@ -484,3 +541,232 @@ def test_jaxdrop_flax_layers_give_distinct_samples_chunking_invariant():
         assert all(not np.allclose(flat[i], flat[j]) for i in range(5) for j in range(i))
         np.testing.assert_allclose(chunked.probs, full.probs, rtol=1e-5, atol=1e-6)
         assert float(chunked.mutual_information.min()) > 0.0
+
+
+# --- fresh parameters: arrays read from outside the arguments --------------------------------------------------------
+
+
+def _head(key, x, w):
+    return jaxdrop.dropout(jnp.tanh(x @ W1), 0.5, key=key) @ w
+
+
+_GLOBAL_PARAMS = {"w": W2}
+
+
+def _reads_a_global(key, x):
+    return _head(key, x, _GLOBAL_PARAMS["w"])
+
+
+def _reads_a_dict(params, key, x):
+    return _head(key, x, params["w"])
+
+
+class _Head:
+    def __init__(self, w):
+        self.w = w
+
+    def logits(self, key, x):
+        return _head(key, x, self.w)
+
+
+def _global_dict():
+    def update(w):
+        _GLOBAL_PARAMS["w"] = w
+
+    return _reads_a_global, update
+
+
+def _closure_over_dict():
+    params = {"w": W2}
+    return (lambda key, x: _head(key, x, params["w"])), lambda w: params.update(w=w)
+
+
+def _partial():
+    params = {"w": W2}
+    return functools.partial(_reads_a_dict, params), lambda w: params.update(w=w)
+
+
+def _bound_method():
+    head = _Head(W2)
+    return head.logits, lambda w: setattr(head, "w", w)
+
+
+def _numpy_changed_in_place():
+    w_np = np.array(W2)
+
+    def update(w):
+        w_np[...] = w
+
+    return (lambda key, x: _head(key, x, w_np)), update
+
+
+def _equinox_model_in_a_lambda():
+    import equinox as eqx
+
+    model = eqx.nn.Linear(HIDDEN, CLASSES, use_bias=False, key=jax.random.key(0))
+    model = eqx.tree_at(lambda m: m.weight, model, W2.T)
+
+    def update(w):
+        nonlocal model
+        model = eqx.tree_at(lambda m: m.weight, model, w.T)
+
+    return (lambda key, x: jax.vmap(model)(jaxdrop.dropout(jnp.tanh(x @ W1), 0.5, key=key))), update
+
+
+@pytest.mark.parametrize(
+    "make",
+    [_global_dict, _closure_over_dict, _partial, _bound_method, _numpy_changed_in_place, _equinox_model_in_a_lambda],
+)
+def test_sample_follows_parameters_updated_outside_the_arguments(make):
+    fn, update = make()
+    key = jax.random.key(4)
+    try:
+        before = mc.sample(fn, X, key=key, num_samples=3)
+        np.testing.assert_allclose(before, _loop(fn, key, 3, X, jit=False), rtol=1e-5, atol=1e-6)
+        update(2 * W2)
+        with pytest.warns(mc.RecompileWarning, match="pass the parameters as arguments"):
+            after = mc.sample(fn, X, key=key, num_samples=3)
+        np.testing.assert_allclose(after, _loop(fn, key, 3, X, jit=False), rtol=1e-5, atol=1e-6)  # computed afresh
+        np.testing.assert_allclose(after, 2 * before, rtol=1e-5, atol=1e-6)
+    finally:
+        _GLOBAL_PARAMS["w"] = W2
+
+
+def test_recompiles_only_when_an_array_changed_warns_once_and_frees_the_old_program():
+    params = {"w": W2 + 0.0}  # an array of its own, to see it freed
+    old = weakref.ref(params["w"])
+    key = jax.random.key(0)
+
+    def fn(key, x):
+        return _head(key, x, params["w"])
+
+    with _compiles() as compiled, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        first = mc.sample(fn, X, key=key, num_samples=3)
+        mc.sample(fn, X, key=key, num_samples=3)  # nothing changed: same program, no warning
+        assert len(compiled) == 1 and not caught
+        params["w"] = params["w"] * 2
+        second = mc.sample(fn, X, key=key, num_samples=3)
+        params["w"] = params["w"] * 2
+        mc.sample(fn, X, key=key, num_samples=3)
+    assert len(compiled) == 3
+    assert [w.category for w in caught] == [mc.RecompileWarning]  # once per function and options
+    assert "`params['w']`" in str(caught[0].message) and "`fn`" in str(caught[0].message)
+    np.testing.assert_allclose(second, 2 * first, rtol=1e-5, atol=1e-6)
+    gc.collect()
+    assert old() is None  # the first program, and the array it baked in, were dropped
+
+
+def test_predict_follows_updated_linen_variables():
+    class Linen(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            return nn.Dense(CLASSES)(nn.Dropout(0.5, deterministic=False)(nn.relu(nn.Dense(HIDDEN)(x))))
+
+    linen, key = Linen(), jax.random.key(6)
+    variables = linen.init(jax.random.key(0), X)
+    before = mc.predict(linen, X, key=key, num_samples=3, variables=variables, return_samples=True).samples
+    doubled = jax.tree.map(lambda a: 2 * a, variables)
+    doubled["params"]["Dense_0"] = variables["params"]["Dense_0"]  # only the head: the logits double
+    after = mc.predict(linen, X, key=key, num_samples=3, variables=doubled, return_samples=True).samples
+    np.testing.assert_allclose(after, 2 * before, rtol=1e-5, atol=1e-6)
+
+
+def test_predict_follows_nnx_parameters_updated_in_place():
+    model, key = NnxModel(nnx.Rngs(0, dropout=1)), jax.random.key(6)
+    before = mc.predict(model, X, key=key, num_samples=3, return_samples=True).samples
+    model.l3.kernel[...] = 2 * model.l3.kernel[...]  # in place, as `model.l3.kernel.value = ...` would
+    model.l3.bias[...] = 2 * model.l3.bias[...]
+    after = mc.predict(model, X, key=key, num_samples=3, return_samples=True).samples
+    np.testing.assert_allclose(after, 2 * before, rtol=1e-5, atol=1e-6)
+    nnx.update(model.l3, jax.tree.map(lambda a: 2 * a, nnx.state(model.l3, nnx.Param)))
+    again = mc.predict(model, X, key=key, num_samples=3, return_samples=True).samples
+    np.testing.assert_allclose(again, 4 * before, rtol=1e-5, atol=1e-6)
+
+
+def test_predict_follows_an_equinox_model_closed_over_by_a_lambda():
+    fn, update = _equinox_model_in_a_lambda()
+    key = jax.random.key(6)
+    before = mc.predict(fn, X, key=key, num_samples=3, return_samples=True).samples
+    update(2 * W2)
+    with pytest.warns(mc.RecompileWarning, match=r"`model\.weight`"):
+        after = mc.predict(fn, X, key=key, num_samples=3, return_samples=True).samples
+    np.testing.assert_allclose(after, 2 * before, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(after, _loop(fn, key, 3, X, jit=False), rtol=1e-5, atol=1e-6)
+
+
+# --- evaluation mode with MC dropout, and samples that cannot differ -------------------------------------------------
+
+
+def test_linen_eval_mode_keeps_batchnorm_in_eval_and_samples_jaxdrop_dropout():
+    """apply_kwargs={"train": False}: BatchNorm reads its running statistics (it would need a mutable
+    ``batch_stats`` otherwise) while jaxdrop's Dropout samples, because mc traces inside jaxdrop.stochastic()."""
+    from jaxdrop import linen as jd_linen
+
+    class Model(nn.Module):
+        @nn.compact
+        def __call__(self, x, train: bool):
+            hidden = nn.relu(nn.BatchNorm(use_running_average=not train)(nn.Dense(HIDDEN)(x)))
+            return nn.Dense(CLASSES)(jd_linen.Dropout(0.5)(hidden, deterministic=not train))
+
+    model = Model()
+    variables = model.init(jax.random.key(0), X, train=False)
+    key = jax.random.key(2)
+    result = mc.predict(
+        model, X, key=key, num_samples=4, variables=variables, apply_kwargs={"train": False}, return_samples=True
+    )
+    with jaxdrop.stochastic():
+        expected = jnp.stack(
+            [model.apply(variables, X, train=False, rngs={"dropout": jaxdrop.fold_in(key, i)}) for i in range(4)]
+        )
+    np.testing.assert_allclose(result.samples, expected, rtol=1e-5, atol=1e-6)
+    flat = np.asarray(result.samples).reshape(4, -1)
+    assert all(not np.allclose(flat[i], flat[j]) for i in range(4) for j in range(i))
+    sampled = mc.sample(
+        lambda k, v, x: model.apply(v, x, train=False, rngs={"dropout": k}), variables, X, key=key, num_samples=4
+    )
+    np.testing.assert_allclose(sampled, result.samples, rtol=1e-5, atol=1e-6)
+
+
+def test_sample_warns_when_the_key_is_ignored():
+    with pytest.warns(mc.IdenticalSamplesWarning, match="all 3 samples are identical"):
+        mc.sample(lambda key, x: jnp.tanh(x @ W1), X, key=jax.random.key(0), num_samples=3)
+    mc.sample(lambda key, x: jnp.tanh(x @ W1), X, key=jax.random.key(0), num_samples=1)  # one sample: nothing to say
+
+
+# --- calling conventions ---------------------------------------------------------------------------------------------
+
+
+def test_sample_old_positional_spelling_warns_and_gives_the_same_samples():
+    key = jax.random.key(1)
+    new = mc.sample(classifier, X, key=key, num_samples=3)
+    with pytest.warns(DeprecationWarning, match=r"sample\(fn, \*args, key=key, num_samples=num_samples\)"):
+        old = mc.sample(classifier, key, 3, X)
+    np.testing.assert_array_equal(old, new)
+    with pytest.warns(DeprecationWarning):
+        only_key = mc.sample(lambda k: classifier(k, X), key, num_samples=3)  # sample(fn, key, num_samples=T)
+    np.testing.assert_allclose(only_key, new, rtol=1e-5, atol=1e-6)
+    legacy = jax.random.PRNGKey(1)
+    with pytest.warns(DeprecationWarning):
+        old = mc.sample(classifier, legacy, 3, X)
+    np.testing.assert_array_equal(old, mc.sample(classifier, X, key=legacy, num_samples=3))
+
+
+def test_sample_without_key_or_num_samples_names_them():
+    with pytest.raises(TypeError, match=r"`key` is required"):
+        mc.sample(classifier, X, num_samples=3)
+    with pytest.raises(TypeError, match=r"`key` is required"):
+        mc.sample(classifier, jax.random.key(0), X)  # a key then an array: not the old spelling either
+    with pytest.raises(TypeError, match=r"`num_samples` is required"):
+        mc.sample(classifier, X, key=jax.random.key(0))
+
+
+def test_uncertainty_alias_is_deprecated_and_names_the_explicit_field():
+    key = jax.random.key(0)
+    cls = mc.predict(classifier, X, key=key, num_samples=3)
+    with pytest.warns(DeprecationWarning, match=r"use `\.predictive_entropy`"):
+        np.testing.assert_array_equal(cls.uncertainty, cls.predictive_entropy)
+    reg = mc.predict(regressor, X, key=key, num_samples=3, task="regression", tau=2.0)
+    np.testing.assert_allclose(reg.predictive_std, np.sqrt(reg.variance), rtol=1e-6)
+    with pytest.warns(DeprecationWarning, match=r"use `\.predictive_std`"):
+        np.testing.assert_array_equal(reg.uncertainty, reg.predictive_std)

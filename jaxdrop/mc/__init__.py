@@ -4,17 +4,32 @@ MC dropout (Gal & Ghahramani 2016, "Dropout as a Bayesian Approximation: Represe
 Learning", ICML) keeps dropout on at prediction time and averages ``T`` stochastic passes; their spread is the
 model's uncertainty.
 
-- `sample()`: the raw samples of any ``fn(key, *args)``, sample axis first.
+- `sample()`: the raw samples of any ``fn(key, *args)``, sample axis first:
+  ``sample(fn, *args, key=key, num_samples=T)``.
 - `predict()`: a plain function, a linen module with its variables, or an nnx module, summarised as a
   `ClassificationPrediction` or `RegressionPrediction`. With ``chunk_size`` the summaries are
   accumulated chunk by chunk, so ``T = 10_000`` needs the memory of one chunk.
+- `IdenticalSamplesWarning`: every sample was the same (dropout was off); `RecompileWarning`: arrays a function
+  reads from outside its arguments changed, so it was compiled again (pass them as arguments).
 
-This module only re-exports; the code lives in ``_sampling`` (keys, chunks, the jit cache, ``sample``),
-``_predict``, ``_adapters`` (functions, linen and nnx models) and ``_reduce`` (streaming summaries, result types).
+Both trace the model inside `jaxdrop.stochastic()`: jaxdrop's layers sample in evaluation mode, other layers
+(BatchNorm) keep the mode the call gives them.
+
+This module only re-exports; the code lives in ``_sampling`` (keys, chunks, ``sample``), ``_closures`` (the
+compiled programs and their freshness), ``_predict``, ``_adapters`` (functions, linen and nnx models) and
+``_reduce`` (streaming summaries, result types).
 """
 
+from jaxdrop.mc._closures import RecompileWarning
 from jaxdrop.mc._predict import predict
 from jaxdrop.mc._reduce import ClassificationPrediction, RegressionPrediction
-from jaxdrop.mc._sampling import sample
+from jaxdrop.mc._sampling import IdenticalSamplesWarning, sample
 
-__all__ = ["ClassificationPrediction", "RegressionPrediction", "predict", "sample"]
+__all__ = [
+    "ClassificationPrediction",
+    "IdenticalSamplesWarning",
+    "RecompileWarning",
+    "RegressionPrediction",
+    "predict",
+    "sample",
+]

@@ -20,11 +20,11 @@ from jaxdrop.mc import _sampling
 from jaxdrop.mc._sampling import StaticTree
 
 
-# The static (hashable, jit-static) part of each kind of model. The three never compare equal (a ``str`` is never a
-# ``tuple``, a function is not a module), so the kind is part of the jit cache key as a tag would be.
+# The static (hashable, jit-static) part of each kind of model. The three never compare equal (one field against
+# three; a ``str`` is never a ``tuple``, a module is not a graph definition), so the kind is part of the cache key
+# as a tag would be.
 class FunctionModel(NamedTuple):
-    fn: Callable[..., Any]
-    kwargs: StaticTree
+    fn_and_kwargs: StaticTree  # ``(fn, apply_kwargs)``: a pytree ``fn`` (an equinox model) has its arrays traced
 
 
 class LinenModel(NamedTuple):
@@ -40,6 +40,17 @@ class NnxModel(NamedTuple):
 
 
 ModelStatic = FunctionModel | LinenModel | NnxModel
+
+
+def user_objects(static: ModelStatic) -> tuple:
+    """The user's objects in ``static`` that may read arrays from outside the arguments (see ``_closures``).
+
+    A linen module's arrays are its ``variables`` and an nnx module's state is split on every call, so for them
+    only the non-array ``apply_kwargs`` (a callable, say) are watched.
+    """
+    if isinstance(static, FunctionModel):
+        return static.fn_and_kwargs.values()
+    return static.kwargs.values()
 
 
 class LinenArrays(NamedTuple):
@@ -68,7 +79,8 @@ def split_model(
     mode_attributes: Mapping[str, Any] | None,
 ) -> tuple[ModelStatic, Any]:
     """``(static, dynamic)`` parts of ``model``; ``bind(static, dynamic)`` gives ``per_sample(key, inputs)``."""
-    kwargs_static, kwargs_dynamic = _sampling.split_static(dict(apply_kwargs or {}))
+    apply_kwargs = dict(apply_kwargs or {})
+    kwargs_static, kwargs_dynamic = _sampling.split_static(apply_kwargs)
     if _is_instance(model, "flax.linen"):
         if variables is None:
             raise ValueError(
@@ -88,7 +100,8 @@ def split_model(
             f"`model` must be a function `fn(key, inputs)`, a flax linen module or a flax nnx module; "
             f"got {type(model).__name__}."
         )
-    return FunctionModel(model, kwargs_static), kwargs_dynamic
+    fn_static, fn_dynamic = _sampling.split_static((model, apply_kwargs))
+    return FunctionModel(fn_static), fn_dynamic
 
 
 def _split_nnx(
@@ -129,7 +142,7 @@ def _stream_name(path: tuple) -> str:
 def bind(static: ModelStatic, dynamic: Any) -> Callable[[jax.Array, Any], Any]:
     """The per-sample function ``(key, inputs) -> outputs`` of a model split by ``split_model``."""
     if isinstance(static, FunctionModel):
-        fn, kwargs = static.fn, _sampling.join_static(static.kwargs, dynamic)
+        fn, kwargs = _sampling.join_static(static.fn_and_kwargs, dynamic)
         return lambda key, inputs: fn(key, inputs, **kwargs)
     if isinstance(static, LinenModel):
         module, rng_collection = static.module, static.rng_collection

@@ -13,8 +13,8 @@ from typing import Any, Literal, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxdrop import _checks
-from jaxdrop.mc import _adapters, _sampling
+from jaxdrop import _checks, _mode
+from jaxdrop.mc import _adapters, _closures, _sampling
 from jaxdrop.mc._reduce import ClassificationPrediction, ClassificationStats, RegressionPrediction, RegressionStats
 
 TASKS = ("classification", "regression")
@@ -49,6 +49,11 @@ class _Arrays(NamedTuple):
 
 
 def _predict_impl(static: _Static, dynamic: _Arrays) -> ClassificationPrediction | RegressionPrediction:
+    with _mode.stochastic():  # jaxdrop's layers sample while the model is traced, whatever its flags say
+        return _summarise(static, dynamic)
+
+
+def _summarise(static: _Static, dynamic: _Arrays) -> ClassificationPrediction | RegressionPrediction:
     per_sample_fn = _adapters.bind(static.model, dynamic.model)
     reducer: ClassificationStats | RegressionStats
     if static.task == "classification":
@@ -100,22 +105,36 @@ def predict(
 ) -> ClassificationPrediction | RegressionPrediction:
     """MC-dropout prediction (Gal & Ghahramani 2016): ``num_samples`` stochastic passes, summarised.
 
-    Three kinds of model are accepted, each with dropout on, parameters shared by every sample and one dropout key
-    per sample (``jaxdrop.fold_in(key, i)`` for sample ``i``, whatever the chunking):
+    Three kinds of model are accepted, each with parameters shared by every sample and one dropout key per sample
+    (``jaxdrop.fold_in(key, i)`` for sample ``i``, whatever the chunking):
 
-    - a function ``fn(key, inputs, **apply_kwargs)``;
+    - a function ``fn(key, inputs, **apply_kwargs)`` (or a callable pytree such as an equinox model, whose arrays
+      are traced);
     - a ``flax.linen`` module with ``variables``: ``model.apply(variables, inputs, rngs={rng_collection: key_i},
-      **apply_kwargs)``; turn its dropout on through ``apply_kwargs`` (e.g. ``{"train": True}``);
+      **apply_kwargs)``. Pass the flags of *evaluation* mode (``apply_kwargs={"train": False}``): the model is
+      traced inside `jaxdrop.stochastic()`, which switches jaxdrop's Dropout layers on and leaves BatchNorm (and
+      every other layer) in evaluation mode. Flax's own ``nn.Dropout`` is not switched on by it: for such a model
+      either swap in ``jaxdrop.linen.Dropout`` or, only if it has no BatchNorm-like state, pass
+      ``{"train": True}``;
     - a ``flax.nnx`` module: every RNG stream tagged ``rng_collection`` (or ``"default"``, where nnx falls back)
       is re-keyed per sample (the stream at state path ``"drop1/rngs/key"`` gets
       ``fold_in(key_i, "drop1/rngs/key")``, count 0) and every sub-module's ``mode_attributes`` (default
       ``{"deterministic": False}``) are set on a copy; the module itself (its RNG counts included) is left
-      untouched, so a fixed ``key`` gives a fixed result.
+      untouched, so a fixed ``key`` gives a fixed result. Its state is read on every call, so parameters updated
+      in place (``model.linear.kernel[...] = ...``, ``nnx.update``) are used by the next call.
+
+    If no output depends on the key (dropout is off), every sample is the same and an `IdenticalSamplesWarning`
+    names the likely causes.
 
     With ``chunk_size``, the summaries are accumulated chunk by chunk (sums, a Chan et al. merge for the variance
     and a running ``logsumexp`` for log-likelihoods): memory is that of one chunk, whatever ``num_samples``. On CPU
     a chunk of 10-100 samples is often also faster than one large ``vmap`` (the chunk stays in cache).
-    Runs under one cached ``jax.jit`` (arrays traced, other arguments static).
+
+    It is compiled once per model and options (arrays traced, other arguments static). Arrays a function reads
+    without taking them as arguments (closed over, globals) are baked into the compiled program: each call checks
+    whether they are still the same objects and, if one was replaced, compiles again and warns once
+    (`RecompileWarning`); pass parameters that change in ``inputs`` or ``apply_kwargs`` to compile once (see
+    `sample()`). A linen module's ``variables`` are arguments already.
 
     Args:
       model: the function or module, as above.
@@ -137,7 +156,7 @@ def predict(
         ``"probs"``.
       return_samples: also return the raw samples (memory then grows with ``num_samples``).
       rng_collection: the dropout RNG collection (linen) or stream tag (nnx).
-      apply_kwargs: extra keyword arguments of the call (``train=True``, ``deterministic=False``, ...).
+      apply_kwargs: extra keyword arguments of the call (``train=False``, a parameter tree, ...); arrays are traced.
       mode_attributes: nnx only: attributes set on every sub-module that has them to turn dropout on.
       mesh, mesh_axis: split the samples over a device mesh axis (see `sample()`).
 
@@ -150,6 +169,10 @@ def predict(
       ValueError: ``num_samples < 1``, ``chunk_size < 1``, unknown ``task``/``outputs``, ``tau``/``target_std``
         not positive, ``labels``/``targets`` whose shape does not match the predictions, ``targets`` without a
         noise model, missing linen ``variables``, an nnx module without dropout streams.
+
+    Warns:
+      IdenticalSamplesWarning: no output depends on the key, so every sample is the same (dropout is off).
+      RecompileWarning: arrays the function reads from outside its arguments changed since it was compiled.
 
     Examples:
       >>> import jax, jax.numpy as jnp, jaxdrop
@@ -191,4 +214,4 @@ def predict(
     model_static, model_arrays = _adapters.split_model(model, variables, rng_collection, apply_kwargs, mode_attributes)
     static = _Static(model_static, num_samples, chunk, task, outputs, heteroscedastic, return_samples, mesh, mesh_axis)
     arrays = _Arrays(model_arrays, inputs, key, labels, targets, tau, target_mean, target_std)
-    return _sampling.call_jitted(_predict_impl, static, arrays)
+    return _closures.call_jitted(_predict_impl, static, arrays, model, _adapters.user_objects(model_static))

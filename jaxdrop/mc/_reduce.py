@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from typing import Any, cast
 
 import jax
@@ -18,6 +19,16 @@ import jax.numpy as jnp
 from jax.scipy.special import logsumexp
 
 from jaxdrop import _stats
+
+
+def _deprecated_uncertainty(result: str, field: str) -> None:
+    # One name meant an entropy for one task and a standard deviation for the other: code written for one read the
+    # other silently. The explicit names say which it is.
+    warnings.warn(
+        f"`{result}.uncertainty` is deprecated: use `.{field}` (or another explicit field).",
+        DeprecationWarning,
+        stacklevel=3,
+    )
 
 
 def _register(cls: type) -> type:
@@ -57,7 +68,8 @@ class ClassificationPrediction:
 
     @property
     def uncertainty(self) -> jax.Array:
-        """The predictive entropy (total uncertainty); use ``mutual_information`` for the epistemic part."""
+        """Deprecated: ``predictive_entropy`` (a regression result's ``uncertainty`` is a standard deviation)."""
+        _deprecated_uncertainty("ClassificationPrediction", "predictive_entropy")
         return self.predictive_entropy
 
 
@@ -71,7 +83,8 @@ class RegressionPrediction:
       epistemic_variance: variance of the sample means over the samples (``1/T`` normalisation).
       aleatoric_variance: ``1 / tau``, or ``mean_t exp(log_variance_t)`` for a heteroscedastic head; None if
         neither was given.
-      variance: predictive variance, epistemic plus aleatoric (epistemic alone when there is no noise model).
+      variance: predictive variance, epistemic plus aleatoric (epistemic alone when there is no noise model);
+        ``predictive_std`` is its square root.
       log_likelihood: per-point Gaussian test log-likelihood
         ``logsumexp_t log N(y; y_t, sigma_t^2) - log T`` when ``targets`` were given, else None.
       samples: the raw model outputs, sample axis first, when ``return_samples=True``, else None.
@@ -90,9 +103,15 @@ class RegressionPrediction:
         return self.mean
 
     @property
-    def uncertainty(self) -> jax.Array:
-        """The predictive standard deviation ``sqrt(variance)``."""
+    def predictive_std(self) -> jax.Array:
+        """The predictive standard deviation ``sqrt(variance)``, in the targets' units."""
         return jnp.sqrt(self.variance)
+
+    @property
+    def uncertainty(self) -> jax.Array:
+        """Deprecated: ``predictive_std`` (a classification result's ``uncertainty`` is an entropy)."""
+        _deprecated_uncertainty("RegressionPrediction", "predictive_std")
+        return self.predictive_std
 
 
 def _single_array(shapes: Any, task: str, hint: str) -> jax.ShapeDtypeStruct:

@@ -5,12 +5,14 @@ sharded. Within a chunk the samples are one ``vmap``: JAX batches only what depe
 prefix of the model (everything before the first dropout) is computed once, not once per sample. Across chunks,
 ``lax.scan`` keeps memory bounded by the chunk; XLA hoists the loop-invariant prefix out of the loop.
 
-Also here: `sample()`, and the split of arguments into a hashable static part and arrays that lets one cached
-``jax.jit`` serve every call of ``sample`` and ``predict``.
+Also here: `sample()`, the check that the samples differ (`IdenticalSamplesWarning`), and the split of arguments
+into a hashable static part and arrays that lets one compiled program serve every call of ``sample`` and
+``predict`` (compiled and kept fresh by ``_closures``).
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any, NamedTuple, Protocol
 
@@ -19,8 +21,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jaxdrop import _checks
+from jaxdrop import _checks, _mode
 from jaxdrop.keys import fold_in
+from jaxdrop.mc import _closures
 
 
 class Reducer(Protocol):
@@ -67,6 +70,46 @@ def _on_sample_axis(tree: Any, mesh: jax.sharding.Mesh | None, axis: str | None)
     return jax.tree.map(lambda x: lax.with_sharding_constraint(x, sharding) if jnp.ndim(x) else x, tree)
 
 
+class IdenticalSamplesWarning(UserWarning):
+    """Every Monte Carlo sample is the same: no output of the model depends on the dropout key."""
+
+
+def _depends_on_key(per_sample: Callable[[jax.Array], Any], key: jax.Array) -> bool:
+    """Whether any output of ``per_sample`` may depend on its key, read from its jaxpr (nothing is computed).
+
+    A forward walk: an equation with a key-dependent input makes its outputs key-dependent, and the references it
+    may write to. It over-approximates (never a false "no"), so a warning is never given for samples that differ.
+    (``eval_shape`` of a ``vmap`` with ``out_axes=None`` would answer too, but only by raising, and JAX keeps the
+    arrays closed over by a trace that raised: each compilation would leak the model's parameters.)
+    """
+    jaxpr = jax.make_jaxpr(per_sample)(key).jaxpr
+    dependent = {id(var) for var in jaxpr.invars}
+    for eqn in jaxpr.eqns:
+        if any(id(var) in dependent for var in eqn.invars):
+            written = [var for var in eqn.invars if isinstance(var.aval, jax.ref.AbstractRef)]
+            dependent.update(id(var) for var in [*eqn.outvars, *written])
+    return any(id(var) in dependent for var in jaxpr.outvars)
+
+
+def _warn_if_key_unused(per_sample: Callable[[jax.Array], Any], key: jax.Array, num_samples: int) -> None:
+    """Warns (`IdenticalSamplesWarning`) when no output of ``per_sample`` depends on its key."""
+    if num_samples < 2 or _depends_on_key(per_sample, key):
+        return
+    warnings.warn(
+        f"jaxdrop.mc: all {num_samples} samples are identical: no output of the model depends on the dropout key, "
+        f"so the Monte Carlo average is one deterministic pass and every uncertainty is zero. Likely causes: dropout "
+        f"is switched off (flax's own `nn.Dropout` or `nnx.Dropout` with `train=False`/`deterministic=True`, or nnx "
+        f"`mode_attributes` that do not reach the Dropout layers: `jaxdrop.stochastic()`, which `mc` enters while "
+        f"tracing, turns on only jaxdrop's layers); a dropout rate of 0; a function compiled with `jax.jit` outside "
+        f"`jaxdrop.stochastic()`; or a function that ignores its `key`. Fixes: use jaxdrop's Dropout layers "
+        f"(`jaxdrop.linen.Dropout`, `jaxdrop.nnx.Dropout`, `jaxdrop.equinox.Dropout`) and keep evaluation mode; for a "
+        f"model without BatchNorm-like state, pass its training flag (`apply_kwargs={{'train': True}}`); or pass the "
+        f"key to the dropout calls.",
+        IdenticalSamplesWarning,
+        stacklevel=2,
+    )
+
+
 def _first() -> jax.Array:
     return jnp.zeros((), jnp.uint32)
 
@@ -84,8 +127,23 @@ def run(
 
     Without a ``reducer`` returns the stacked samples (sample axis first). With one, folds each chunk into the
     reducer's state, so memory is set by ``chunk_size`` whatever ``num_samples`` is. The last
-    ``num_samples % chunk_size`` samples form one smaller chunk (a second static shape, no padding).
+    ``num_samples % chunk_size`` samples form one smaller chunk (a second static shape, no padding). Warns
+    (`IdenticalSamplesWarning`) when the samples cannot differ.
     """
+    result = _draw(per_sample, key, num_samples, chunk_size, reducer, mesh, mesh_axis)
+    _warn_if_key_unused(per_sample, key, num_samples)
+    return result
+
+
+def _draw(
+    per_sample: Callable[[jax.Array], Any],
+    key: jax.Array,
+    num_samples: int,
+    chunk_size: int,
+    reducer: Reducer | None,
+    mesh: jax.sharding.Mesh | None,
+    mesh_axis: str | None,
+) -> Any:
 
     def chunk(start: jax.Array | int, size: int) -> Any:
         indices = _on_sample_axis(jnp.asarray(start, jnp.uint32) + jnp.arange(size, dtype=jnp.uint32), mesh, mesh_axis)
@@ -122,88 +180,113 @@ def run(
     return reducer.finalize(state, num_samples)
 
 
-# Static/dynamic split so that one ``jax.jit`` serves every call: arrays are traced, everything else (flags such as
-# ``train=True``, Python-number rates, modules, functions) is a static argument, as it would be when called eagerly.
-
-
-def _is_array(leaf: object) -> bool:
-    return isinstance(leaf, (jax.Array, np.ndarray)) or hasattr(leaf, "__jax_array__")
+# Static/dynamic split so that one compiled program serves every call: arrays are traced, everything else (flags
+# such as ``train=True``, Python-number rates, modules, functions) is a static argument, as it would be when called
+# eagerly.
 
 
 class StaticTree(NamedTuple):
-    """The hashable part of a pytree: its structure and its non-array leaves (None where an array was)."""
+    """The hashable part of a pytree: its structure and its non-array leaves as ``(type, value)`` (None for arrays).
+
+    The type is kept because ``0 == False`` and ``1 == 1.0 == True`` hash alike: without it, a call with ``0``
+    would reuse the program traced for ``False``.
+    """
 
     treedef: Any
     leaves: tuple
     is_array: tuple[bool, ...]
 
+    def values(self) -> tuple:
+        """The non-array leaves (functions, objects, numbers): what may read arrays from outside the arguments."""
+        return tuple(leaf[1] for leaf, array in zip(self.leaves, self.is_array, strict=True) if not array)
+
 
 def split_static(tree: Any) -> tuple[StaticTree, list]:
     """``tree`` as (hashable static part, list of array leaves); ``join_static`` inverts it."""
     leaves, treedef = jax.tree.flatten(tree)
-    is_array = tuple(_is_array(leaf) for leaf in leaves)
-    static = tuple(None if array else leaf for leaf, array in zip(leaves, is_array, strict=True))
+    is_array = tuple(_closures.is_array(leaf) for leaf in leaves)
+    static = tuple(None if array else (type(leaf), leaf) for leaf, array in zip(leaves, is_array, strict=True))
     return StaticTree(treedef, static, is_array), [leaf for leaf, array in zip(leaves, is_array, strict=True) if array]
 
 
 def join_static(static: StaticTree, arrays: list) -> Any:
     array_iter = iter(arrays)
-    leaves = [next(array_iter) if array else leaf for leaf, array in zip(static.leaves, static.is_array, strict=True)]
+    pairs = zip(static.leaves, static.is_array, strict=True)
+    leaves = [next(array_iter) if array else leaf[1] for leaf, array in pairs]
     return jax.tree.unflatten(static.treedef, leaves)
-
-
-def _call(impl: Callable, static: Any, dynamic: Any) -> Any:
-    return impl(static, dynamic)
-
-
-_jitted_call = jax.jit(_call, static_argnums=(0, 1))
-
-
-def call_jitted(impl: Callable[[Any, Any], Any], static: Any, dynamic: Any) -> Any:
-    """``impl(static, dynamic)`` under one cached ``jax.jit`` (static part hashed); eagerly if it is unhashable."""
-    try:
-        hash(static)
-    except TypeError:
-        return impl(static, dynamic)
-    return _jitted_call(impl, static, dynamic)
 
 
 class _SampleStatic(NamedTuple):
     """The jit-static arguments of ``sample`` (hashed into the cache key)."""
 
-    fn: Callable[..., Any]
+    fn_and_args: StaticTree  # ``(fn, args, kwargs)`` without their arrays (``fn`` may be a pytree: an equinox model)
     num_samples: int
     chunk_size: int
     mesh: jax.sharding.Mesh | None
     mesh_axis: str | None
-    args: StaticTree  # ``(args, kwargs)`` without their arrays
 
 
 class _SampleArrays(NamedTuple):
     """The traced arguments of ``sample`` (a pytree)."""
 
     key: jax.Array
-    args: list  # the arrays of ``(args, kwargs)``
+    fn_and_args: list  # the arrays of ``(fn, args, kwargs)``
 
 
 def _sample_impl(static: _SampleStatic, dynamic: _SampleArrays) -> Any:
-    args, kwargs = join_static(static.args, dynamic.args)
-    return run(
-        lambda k: static.fn(k, *args, **kwargs),
-        dynamic.key,
-        static.num_samples,
-        static.chunk_size,
-        None,
-        static.mesh,
-        static.mesh_axis,
-    )
+    fn, args, kwargs = join_static(static.fn_and_args, dynamic.fn_and_args)
+    with _mode.stochastic():  # jaxdrop's layers sample even when the call says deterministic=True
+        return run(
+            lambda k: fn(k, *args, **kwargs),
+            dynamic.key,
+            static.num_samples,
+            static.chunk_size,
+            None,
+            static.mesh,
+            static.mesh_axis,
+        )
+
+
+def _is_key(value: object) -> bool:
+    """A single typed key, or a legacy ``uint32[2]`` key (for the deprecated positional spelling of ``sample``)."""
+    if isinstance(value, jax.Array) and jnp.issubdtype(value.dtype, jax.dtypes.prng_key):
+        return value.ndim == 0
+    return isinstance(value, (jax.Array, np.ndarray)) and value.dtype == np.uint32 and value.shape == (2,)
+
+
+def _legacy_arguments(args: tuple, key: Any, num_samples: Any) -> tuple[tuple, Any, Any]:
+    """``(args, key, num_samples)``, accepting the deprecated ``sample(fn, key, num_samples, *args)``."""
+    if key is None and args and _is_key(args[0]):
+        if num_samples is None and len(args) > 1 and isinstance(args[1], int) and not isinstance(args[1], bool):
+            args, key, num_samples = args[2:], args[0], args[1]
+        elif num_samples is not None:  # sample(fn, key, num_samples=T, *args)
+            args, key = args[1:], args[0]
+        if key is not None:
+            warnings.warn(
+                "`jaxdrop.mc.sample(fn, key, num_samples, *args)` is deprecated: pass the key and the number of "
+                "samples as keywords, `jaxdrop.mc.sample(fn, *args, key=key, num_samples=num_samples)` (the "
+                "spelling of `mc.predict`).",
+                DeprecationWarning,
+                stacklevel=3,
+            )
+    if key is None:
+        raise TypeError(
+            "`key` is required: `jaxdrop.mc.sample(fn, *args, key=jax.random.key(seed), num_samples=T)`; got no "
+            "`key=` keyword (and the arguments do not start with a key and an int, the deprecated spelling)."
+        )
+    if num_samples is None:
+        raise TypeError(
+            "`num_samples` is required: `jaxdrop.mc.sample(fn, *args, key=key, num_samples=T)` with an int T >= 1; "
+            "got no `num_samples=` keyword."
+        )
+    return args, key, num_samples
 
 
 def sample(
     fn: Callable[..., Any],
-    key: jax.Array,
-    num_samples: int,
     *args: Any,
+    key: jax.Array | None = None,
+    num_samples: int | None = None,
     chunk_size: int | None = None,
     mesh: jax.sharding.Mesh | None = None,
     mesh_axis: str | None = None,
@@ -215,16 +298,22 @@ def sample(
     time; each sample is one stochastic pass. Sample ``i`` uses the key ``jaxdrop.fold_in(key, i)``, so sample
     ``i`` is the same whatever ``chunk_size`` or ``mesh`` is. The samples are one ``vmap`` over keys, and only what
     depends on the key is computed per sample: a deterministic prefix (the layers before the first dropout) is
-    computed once.
+    computed once. ``fn`` is traced inside `jaxdrop.stochastic()`, so jaxdrop's layers sample even when ``fn``
+    calls them in evaluation mode (``deterministic=True``, ``train=False``); other layers keep their mode.
 
-    The whole computation runs under one cached ``jax.jit``: arrays in ``args``/``kwargs`` are traced, other values
-    (flags, Python-number rates) are static, as they would be in an eager call.
+    The computation is compiled once per ``fn`` and options: arrays in ``args``/``kwargs`` (and the arrays of a
+    pytree ``fn``, such as an equinox model) are traced, other values (flags, Python-number rates) are static, as
+    they would be in an eager call. Arrays that ``fn`` reads without taking them as arguments (closed over,
+    globals, a ``functools.partial``'s arguments, a bound method's object) are baked into the compiled program:
+    each call checks whether they are still the same objects and, if one was replaced, compiles again and warns
+    once (`RecompileWarning`). Pass parameters that change as arguments, ``sample(fn, params, x, key=key,
+    num_samples=T)``, to compile once. NumPy arrays changed in place are seen only when small (10,000 elements).
 
     Args:
       fn: ``fn(key, *args, **kwargs)`` returning a pytree of arrays.
-      key: a typed (``jax.random.key``) or legacy (``jax.random.PRNGKey``) key.
-      num_samples: number of samples ``T >= 1`` (static).
       *args: positional arguments of ``fn``, shared by every sample (not batched).
+      key: a typed (``jax.random.key``) or legacy (``jax.random.PRNGKey``) key (required).
+      num_samples: number of samples ``T >= 1`` (required, static).
       chunk_size: at most this many samples are evaluated at once (a ``vmap`` per chunk, ``lax.scan`` over
         chunks); ``None`` evaluates all at once. A value above ``num_samples`` means all at once; when it does
         not divide ``num_samples`` the remainder is one smaller chunk.
@@ -236,23 +325,31 @@ def sample(
       The pytree returned by ``fn`` with a leading axis of size ``num_samples``.
 
     Raises:
-      TypeError: ``num_samples`` or ``chunk_size`` is not an int, ``key`` is not a key, ``mesh`` is not a Mesh.
+      TypeError: ``key`` or ``num_samples`` missing, ``num_samples`` or ``chunk_size`` not an int, ``key`` not a
+        key, ``mesh`` not a Mesh.
       ValueError: ``num_samples < 1``, ``chunk_size < 1``, or ``mesh_axis`` is not an axis of ``mesh``.
+
+    Warns:
+      IdenticalSamplesWarning: no output depends on the key, so every sample is the same (dropout is off).
+      RecompileWarning: arrays ``fn`` reads from outside its arguments changed since it was compiled.
+      DeprecationWarning: the old spelling ``sample(fn, key, num_samples, *args)``, still accepted.
 
     Examples:
       >>> import jax, jax.numpy as jnp, jaxdrop
       >>> def fn(key, x):
       ...     return jaxdrop.dropout(x, 0.5, key=key).sum()
-      >>> samples = jaxdrop.mc.sample(fn, jax.random.key(0), 8, jnp.ones(100), chunk_size=3)
+      >>> key = jax.random.key(0)
+      >>> samples = jaxdrop.mc.sample(fn, jnp.ones(100), key=key, num_samples=8, chunk_size=3)
       >>> samples.shape
       (8,)
-      >>> bool(jnp.array_equal(samples, jaxdrop.mc.sample(fn, jax.random.key(0), 8, jnp.ones(100))))
+      >>> bool(jnp.array_equal(samples, jaxdrop.mc.sample(fn, jnp.ones(100), key=key, num_samples=8)))
       True
     """
+    args, key, num_samples = _legacy_arguments(args, key, num_samples)
     num_samples = _checks.positive_int(num_samples, "num_samples")
     chunk = chunk_length(chunk_size, num_samples)
     mesh_axis = check_mesh(mesh, mesh_axis)
     key = _checks.key(key)
-    args_static, args_arrays = split_static((args, kwargs))
-    static = _SampleStatic(fn, num_samples, chunk, mesh, mesh_axis, args_static)
-    return call_jitted(_sample_impl, static, _SampleArrays(key, args_arrays))
+    fn_static, fn_arrays = split_static((fn, args, kwargs))
+    static = _SampleStatic(fn_static, num_samples, chunk, mesh, mesh_axis)
+    return _closures.call_jitted(_sample_impl, static, _SampleArrays(key, fn_arrays), fn, fn_static.values())
