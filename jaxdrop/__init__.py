@@ -1,9 +1,10 @@
 """jaxdrop: dropout and Monte Carlo dropout for JAX and Flax.
 
 This file is the whole public face. The functional API is at the top level (``jaxdrop.dropout``, ...), with
-``fold_in``, ``inspect``, ``assert_deterministic`` and ``stochastic`` (MC dropout in evaluation mode); the namespaces are ``functional``, ``keys``, ``debug``,
-``mc``, ``uncertainty`` and the layers ``linen``, ``nnx`` and ``equinox``. The layers import Flax or Equinox, so
-they are imported on first use: ``import jaxdrop`` imports neither.
+``fold_in``, ``inspect``, ``assert_deterministic`` and ``stochastic`` (MC dropout in evaluation mode); the
+namespaces are ``functional``, ``keys``, ``debug``, ``mc``, ``uncertainty`` and the layers ``linen``, ``nnx`` and
+``equinox``. The layers import Flax or Equinox, so they are imported on first use: ``import jaxdrop`` imports
+neither.
 """
 
 import importlib

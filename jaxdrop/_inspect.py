@@ -1,11 +1,12 @@
 """Finds every dropout site in a Flax model and reports rates, shapes, stored-mask memory and common mistakes.
 
-``jaxdrop.inspect(model, variables, *inputs)`` (Linen) or ``jaxdrop.inspect(model, *inputs)`` (NNX) traces one call
-with ``jax.eval_shape`` (no computation) and records every module call in order: Linen's through
-``nn.intercept_methods``; NNX's on a private copy of the model (``nnx.merge``) whose modules are re-classed to
-recording subclasses for the trace, so the model, its classes and its RNG state are left as they are. The sites are
-the jaxdrop layers, ``flax.linen.Dropout`` / ``flax.nnx.Dropout`` and Flax's multi-head attention; the modules called
-around them drive the warnings, which follow published guidance and cite it.
+``jaxdrop.inspect(model, *inputs, variables=...)`` (Linen; ``variables`` may be left out) or
+``jaxdrop.inspect(model, *inputs)`` (NNX) traces one call with ``jax.eval_shape`` (no computation) and records
+every module call in order: Linen's through ``nn.intercept_methods``; NNX's on a private copy of the model
+(``nnx.merge``) whose modules are re-classed to recording subclasses for the trace, so the model, its classes and
+its RNG state are left as they are. The sites are the jaxdrop layers, ``flax.linen.Dropout`` / ``flax.nnx.Dropout``
+and Flax's multi-head attention; the modules called around them drive the warnings, which follow published
+guidance and cite it.
 """
 
 from __future__ import annotations
@@ -16,10 +17,13 @@ import functools
 import inspect as _pyinspect
 import math
 import types
+from collections.abc import Mapping
 from typing import Any
 
 import jax
 import numpy as np
+
+from jaxdrop import _mode
 
 __all__ = ["DropoutSite", "InspectReport", "inspect"]
 
@@ -98,15 +102,18 @@ class _Call:
     output: Any = None
 
 
-def inspect(model: Any, *inputs: Any, **call_kwargs: Any) -> InspectReport:
+def inspect(model: Any, *inputs: Any, variables: Any = None, **call_kwargs: Any) -> InspectReport:
     """Reports every dropout site of a Flax model and warns about common mistakes.
 
     One call is traced with ``jax.eval_shape``: nothing is computed, and the model, its RNG state and its classes
     are left as they are.
 
     Args:
-      model: a ``flax.linen.Module`` (then the first input is its ``variables``) or a ``flax.nnx.Module``.
-      *inputs: ``variables, *args`` for Linen; the call's ``*args`` for NNX.
+      model: a ``flax.linen.Module`` or a ``flax.nnx.Module``.
+      *inputs: the positional arguments of the call.
+      variables: a linen module's variables (``model.init(...)``). If left out they are initialised abstractly
+        (``model.init`` with the call's arguments under ``jax.eval_shape``: shapes only, nothing computed), so a
+        learned rate (concrete dropout) is then reported as unknown. Not for NNX (the module holds its state).
       **call_kwargs: keyword arguments of the call (``train=True``, ``deterministic=False``...). For Linen,
         ``rngs=`` may be given (by default ``'dropout'`` and ``'params'`` keys are supplied), and ``mutable``
         (every collection by default).
@@ -124,8 +131,7 @@ def inspect(model: Any, *inputs: Any, **call_kwargs: Any) -> InspectReport:
       ...         x = jaxdrop.linen.Dropout(0.6, deterministic=not train)(x)
       ...         return nn.Dense(1)(x)
       >>> x = jnp.ones((2, 4))
-      >>> variables = Head().init(jax.random.key(0), x, train=False)
-      >>> report = jaxdrop.inspect(Head(), variables, x, train=True)
+      >>> report = jaxdrop.inspect(Head(), x, train=True)  # or variables=Head().init(...)
       >>> [(site.path, site.kind, site.rate, site.input_shape, site.mask_bytes, site.active) for site in report.rows]
       [('Dropout_0', 'dropout', 0.6, (2, 16), 0, True)]
       >>> print(report.warnings[0][:47])
@@ -135,11 +141,16 @@ def inspect(model: Any, *inputs: Any, **call_kwargs: Any) -> InspectReport:
     from flax import nnx
 
     if isinstance(model, nn.Module):
-        if not inputs:
-            raise TypeError("inspect(linen_module, variables, *inputs): the variables are missing.")
-        calls, output, rates = _trace_linen(model, inputs[0], inputs[1:], call_kwargs)
+        if variables is None and inputs and isinstance(inputs[0], Mapping) and "params" in inputs[0]:
+            raise TypeError(
+                "inspect(linen_module, *inputs, variables=...): the first input looks like the module's variables; "
+                "pass them as `variables=` (or leave them out to have inspect initialise them)."
+            )
+        calls, output, rates = _trace_linen(model, variables, inputs, call_kwargs)
         sites: dict[tuple, DropoutSite] = {}
     elif isinstance(model, nnx.Module):
+        if variables is not None:
+            raise TypeError("`variables` is only for linen modules; an nnx module holds its own state.")
         calls, output, rates, sites = _trace_nnx(model, inputs, call_kwargs)
     else:
         raise TypeError(f"`model` must be a flax.linen.Module or a flax.nnx.Module; got {type(model).__name__}.")
@@ -158,6 +169,8 @@ def _trace_linen(model, variables, args, kwargs):
 
     calls = []
     rngs = kwargs.pop("rngs", None) or {name: jax.random.key(0) for name in ("dropout", "params")}
+    if variables is None:  # shapes only: what the trace needs, without computing an initialisation
+        variables = jax.eval_shape(lambda: model.init({"params": jax.random.key(0), **rngs}, *args, **kwargs))
     kwargs.setdefault("mutable", True)  # BatchNorm statistics, sown values: the trace is discarded anyway
 
     def record(next_fun, call_args, call_kwargs, context):
@@ -183,7 +196,8 @@ def _trace_linen(model, variables, args, kwargs):
     for call in calls:
         if getattr(call.module, "kind", None) == "concrete":
             p_logit = _lookup(variables.get("params", {}), (*call.path, "p_logit"))
-            rates[call.path] = None if p_logit is None else float(jax.nn.sigmoid(p_logit))
+            known = p_logit is not None and not isinstance(p_logit, jax.ShapeDtypeStruct)  # abstract: initialised here
+            rates[call.path] = float(jax.nn.sigmoid(p_logit)) if known else None
     return calls, traced_output[-1], rates
 
 
@@ -341,7 +355,10 @@ def _uses_jaxdrop_attention(module) -> bool:
 
 
 def _deterministic(call: _Call) -> bool:
-    """The flag the call ran with: call-time argument first, then the attribute."""
+    """The flag the call ran with: call-time argument first, then the attribute; False for jaxdrop's layers inside
+    ``jaxdrop.stochastic()``."""
+    if _is_jaxdrop(call.module) and _mode.is_stochastic():
+        return False
     try:
         bound = _pyinspect.signature(type(call.module).__call__).bind(call.module, *call.args, **call.kwargs)
         value = bound.arguments.get("deterministic")

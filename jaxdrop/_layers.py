@@ -1,5 +1,5 @@
-"""What the layers of ``jaxdrop.linen``, ``jaxdrop.nnx`` and ``jaxdrop.equinox`` share: when a key is needed and
-how it is made.
+"""What the layers of ``jaxdrop.linen``, ``jaxdrop.nnx`` and ``jaxdrop.equinox`` share: the resolved flag, when a
+key is needed and how it is made.
 
 No maths lives here: with these helpers a layer decides whether it needs a key and derives it; the maths is in
 ``jaxdrop.functional``.
@@ -7,13 +7,32 @@ No maths lives here: with these helpers a layer decides whether it needs a key a
 
 from __future__ import annotations
 
+import functools
+import inspect
+import warnings
 from collections.abc import Sequence
+from typing import Any
 
 import jax
 import numpy as np
 from jax import lax
 
-from jaxdrop import _checks
+from jaxdrop import _checks, _mode
+from jaxdrop.functional import dot_product_attention
+
+
+def is_deterministic(flag: object, name: str = "deterministic") -> bool:
+    """The layer's resolved flag as a Python bool; False inside ``jaxdrop.stochastic()``, whatever the flag.
+
+    Every jaxdrop layer resolves its flag here, so the context turns them all on (MC dropout in evaluation mode)
+    and no other layer: BatchNorm and flax's own dropout keep the mode the model's call gives them.
+    """
+    return _checks.static_bool(flag, name) and not _mode.is_stochastic()
+
+
+def stochastic_note() -> str:
+    """Appended to a missing-key error: inside ``jaxdrop.stochastic()`` a layer in evaluation mode needs a key too."""
+    return " Inside `jaxdrop.stochastic()` dropout is applied in evaluation mode too." if _mode.is_stochastic() else ""
 
 
 def needs_key(rate: jax.typing.ArrayLike, deterministic: bool, key_free_rates: Sequence[float] = (0.0, 1.0)) -> bool:
@@ -43,3 +62,26 @@ def fold_axes(key: jax.Array, axis_name: str | Sequence[str] | None) -> jax.Arra
     for name in (axis_name,) if isinstance(axis_name, str) else tuple(axis_name):
         key = jax.random.fold_in(key, lax.axis_index(name))
     return key
+
+
+_ATTENTION_SIGNATURE = inspect.signature(dot_product_attention)
+
+
+@functools.wraps(dot_product_attention)  # flax reads the signature (through __wrapped__) to choose what to pass
+def attention_fn(*args: Any, **kwargs: Any) -> jax.Array:
+    """``jaxdrop.dot_product_attention`` as the ``attention_fn`` of flax's multi-head attention (linen and nnx).
+
+    Flax's attention module decides the mode and hands over no key when it is deterministic, so
+    ``jaxdrop.stochastic()`` cannot turn attention dropout on: this warns, at trace time, rather than leave it off
+    silently.
+    """
+    call = _ATTENTION_SIGNATURE.bind(*args, **kwargs).arguments
+    rate = call.get("dropout_rate", 0.0)
+    no_dropout = _checks.is_static(rate) and not np.any(rate)
+    if _mode.is_stochastic() and call.get("deterministic") and not no_dropout:
+        warnings.warn(
+            "jaxdrop.stochastic() does not switch attention dropout on: flax's attention module is deterministic "
+            "and passes no key. Call it with deterministic=False to sample attention dropout as well.",
+            stacklevel=2,
+        )
+    return dot_product_attention(*args, **kwargs)

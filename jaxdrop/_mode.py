@@ -13,7 +13,14 @@ import contextlib
 import contextvars
 from collections.abc import Iterator
 
+import jax
+
+from jaxdrop import _checks
+
 _FORCED: contextvars.ContextVar[bool] = contextvars.ContextVar("jaxdrop_stochastic", default=False)
+# Part of jax.jit's cache key (jax >= 0.7.2): a function traced outside the context is traced again inside it, and
+# the reverse, instead of replaying the program of the other mode. Older jax has no such hook.
+_JIT_KEY = jax.make_user_context(default_value=False) if hasattr(jax, "make_user_context") else None
 
 
 @contextlib.contextmanager
@@ -22,10 +29,12 @@ def stochastic(enabled: bool = True) -> Iterator[None]:
 
     Only jaxdrop's layers (``jaxdrop.linen``, ``jaxdrop.nnx``, ``jaxdrop.equinox``) read it; BatchNorm and every other
     layer keep the mode your call gives them, so ``model.apply(variables, x, train=False)`` inside the context is
-    "evaluation mode with MC dropout". The flag is read when a layer is traced: a function already compiled by
-    ``jax.jit`` outside the context keeps the program it was compiled with (call it inside the context before it is
-    first traced, or use ``jaxdrop.mc.predict``/``jaxdrop.mc.sample``, which enter the context while they trace).
-    Rates, keys and RNG collections are unchanged: a linen model still needs its ``"dropout"`` RNG.
+    "evaluation mode with MC dropout". The flag is read when a layer is traced. With jax >= 0.7.2 it is part of
+    ``jax.jit``'s cache key, so a jitted function is traced once in each mode; with older jax a function jitted
+    outside the context replays its deterministic program inside it (and the reverse): jit a separate function for
+    MC, or use ``jaxdrop.mc.predict``/``jaxdrop.mc.sample``, which enter the context while they trace. Rates, keys
+    and RNG collections are unchanged: a linen model still needs its ``"dropout"`` RNG, an equinox layer its
+    ``key``.
 
     Args:
       enabled: ``False`` leaves the layers to their own flags (e.g. to switch the context off inside it).
@@ -41,9 +50,14 @@ def stochastic(enabled: bool = True) -> Iterator[None]:
       >>> bool((y == 0).any())
       True
     """
-    token = _FORCED.set(bool(enabled))
+    enabled = _checks.static_bool(enabled, "enabled")
+    token = _FORCED.set(enabled)
     try:
-        yield
+        if _JIT_KEY is None:
+            yield
+        else:
+            with _JIT_KEY(enabled):
+                yield
     finally:
         _FORCED.reset(token)
 

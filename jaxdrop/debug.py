@@ -236,6 +236,8 @@ def assert_deterministic(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> N
       ...     print(str(err)[:40])
       fn samples random numbers at 1 site(s) w
     """
+    if not callable(fn):
+        raise TypeError(f"`fn` must be a callable (the model or function to check); got {type(fn).__name__}.")
     pure, state = _purify(fn, args, kwargs)
     closed = jax.make_jaxpr(pure)(state)
     sites = sorted(set(_sampling_sites(closed.jaxpr)))

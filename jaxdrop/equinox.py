@@ -4,7 +4,8 @@
 drop probability, ``inference=True`` makes it the identity, a call-time ``inference`` takes precedence over the
 field, a key is required whenever dropout is applied (``RuntimeError`` otherwise), a static ``p == 0`` needs no
 key, and ``equinox.nn.inference_mode(model)`` switches every layer of this module off (it sets fields named
-``inference``). ``generator="jax"`` reproduces Equinox's masks for the same key.
+``inference``). ``generator="jax"`` reproduces Equinox's masks for the same key. Inside ``jaxdrop.stochastic()``
+the layers sample even in inference mode, and then need a key.
 
 The variant layers follow Equinox's conventions: they see one example (``jax.vmap`` the model over the batch),
 channels first; each resolves its flag, checks the key and calls one function of ``jaxdrop.functional``.
@@ -61,6 +62,7 @@ class _Stochastic(eqx.Module):
         # Fail at construction, with the field's name, rather than at the first call.
         if _checks.is_static(self.p):
             _checks.probability(self.p, "p")
+        _checks.static_bool(self.inference, "inference")
         _checks.choice(self.generator, _masks.GENERATORS, "generator")
 
     def __call__(self, x: jax.Array, *, key: jax.Array | None = None, inference: bool | None = None) -> jax.Array:
@@ -78,9 +80,10 @@ class _Stochastic(eqx.Module):
           RuntimeError: no ``key`` while dropout is applied.
         """
         name = type(self).__name__
-        inference = _checks.static_bool(self.inference if inference is None else inference, "inference")
+        inference = _layers.is_deterministic(self.inference if inference is None else inference, "inference")
         if key is None and _layers.needs_key(self.p, inference, _KEY_FREE_RATES):
-            raise RuntimeError(f"{name} requires a key when running in non-deterministic mode.")
+            note = _layers.stochastic_note()
+            raise RuntimeError(f"{name} requires a key when running in non-deterministic mode.{note}")
         with jax.named_scope(f"jaxdrop.equinox.{name}"):
             return self._forward(x, key=key, deterministic=inference, generator=self.generator)
 
@@ -96,9 +99,10 @@ def _one_example(fn: Callable[..., jax.Array], x: jax.typing.ArrayLike, *args: A
     return fn(jnp.asarray(x)[None], *args, **kwargs)[0]
 
 
-def _batched(axis: int) -> int:
-    """An axis of one example as an axis of the same example with a batch axis in front."""
-    return axis + 1 if axis >= 0 else axis
+def _batched(axis: int, x: jax.typing.ArrayLike, name: str) -> int:
+    """An axis of one example ``x`` as an axis of the same example with a batch axis in front; checked against the
+    example's rank, so an error names the value the user gave."""
+    return _checks.axis(axis, jnp.ndim(x), name) + 1
 
 
 class Dropout(_Stochastic):
@@ -143,7 +147,7 @@ class Dropout(_Stochastic):
         generator: _masks.Generator = "fast",
     ):
         if deterministic is not None:
-            inference = deterministic
+            inference = _checks.static_bool(deterministic, "deterministic")
             warnings.warn("Dropout(deterministic=...) is deprecated in favour of Dropout(inference=...)", stacklevel=2)
         self.p = p
         self.inference = inference
@@ -213,7 +217,8 @@ class SpatialDropout(_Stochastic):
     generator: _masks.Generator = _static("fast")
 
     def _forward(self, x: jax.Array, **common: Any) -> jax.Array:
-        return _one_example(F.spatial_dropout, x, self.p, channel_axis=_batched(self.channel_axis), **common)
+        channel_axis = _batched(self.channel_axis, x, "channel_axis")
+        return _one_example(F.spatial_dropout, x, self.p, channel_axis=channel_axis, **common)
 
 
 class DropPath(_Stochastic):
@@ -261,7 +266,7 @@ class DropBlock(_Stochastic):
             x,
             self.p,
             block_size=self.block_size,
-            channel_axis=_batched(self.channel_axis),
+            channel_axis=_batched(self.channel_axis, x, "channel_axis"),
             share_across_channels=self.share_across_channels,
             **common,
         )
@@ -285,7 +290,7 @@ class LockedDropout(_Stochastic):
     generator: _masks.Generator = _static("fast")
 
     def _forward(self, x: jax.Array, **common: Any) -> jax.Array:
-        return _one_example(F.locked_dropout, x, self.p, time_axis=_batched(self.time_axis), **common)
+        return _one_example(F.locked_dropout, x, self.p, time_axis=_batched(self.time_axis, x, "time_axis"), **common)
 
 
 class AlphaDropout(_Stochastic):

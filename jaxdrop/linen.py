@@ -8,6 +8,8 @@ layers, or two calls of one layer, never share a mask; inside ``nn.scan``/``nn.v
 
 What differs: the keep-mask comes from the fused generator by default (``generator="jax"`` reproduces flax's masks),
 the mask is not stored for the backward pass, the rate is validated, and ``__call__`` accepts a traced ``rate``.
+Inside ``jaxdrop.stochastic()`` every layer here samples even when ``deterministic`` is True (MC dropout with the
+rest of the model, BatchNorm included, in evaluation mode).
 """
 
 from __future__ import annotations
@@ -52,6 +54,12 @@ class _Stochastic(nn.Module):
     # Static rates at which the layer returns without drawing a key (so no RNG is needed or consumed).
     key_free_rates: ClassVar[tuple[float, ...]] = (0.0, 1.0)
 
+    def __post_init__(self) -> None:
+        # Fields only used when a key is drawn are checked at construction: evaluation would never see them.
+        _checks.identifier(self.rng_collection, "rng_collection")
+        _checks.axis_names(self.axis_name, "axis_name")
+        super().__post_init__()
+
     def _resolve(
         self,
         rate: jax.typing.ArrayLike | None,
@@ -61,9 +69,7 @@ class _Stochastic(nn.Module):
         """Returns ``(rate, deterministic, key)``: the call-time rate, else the layer's own; the flag merged with
         the attribute; and the key, None when no randomness is needed."""
         rate = getattr(self, self.rate_field) if rate is None else rate
-        deterministic = _checks.static_bool(
-            nn.merge_param("deterministic", self.deterministic, deterministic), "deterministic"
-        )
+        deterministic = _layers.is_deterministic(nn.merge_param("deterministic", self.deterministic, deterministic))
         if not _layers.needs_key(rate, deterministic, self.key_free_rates):
             return rate, deterministic, None
         if rng is None:
@@ -559,6 +565,16 @@ class ConcreteDropout(_Stochastic):
     collection: str = "losses"
     axis_name: str | Sequence[str] | None = None
 
+    def __post_init__(self) -> None:
+        _checks.optional_callable(self.layer, "layer")
+        init_min = _checks.probability(self.init_min, "init_min", open_interval=True)
+        init_max = _checks.probability(self.init_max, "init_max", open_interval=True)
+        _checks.ordered(init_min, init_max, "init_min", "init_max")
+        if self.input_dim is not None:
+            _checks.positive_int(self.input_dim, "input_dim")
+        _checks.identifier(self.collection, "collection")
+        super().__post_init__()
+
     @nn.compact
     def __call__(
         self,
@@ -614,6 +630,7 @@ def concrete_regularization(variables, collection: str = "losses") -> jax.Array:
     Returns:
       A float32 scalar to add to the training loss.
     """
+    _checks.identifier(collection, "collection")
     tree = variables.get(collection, variables) if hasattr(variables, "get") else variables
     total = jnp.zeros((), jnp.float32)
     for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
@@ -624,8 +641,11 @@ def concrete_regularization(variables, collection: str = "losses") -> jax.Array:
 
 # ---------------------------------------------------------------- attention
 
-attention_fn = F.dot_product_attention
+attention_fn = _layers.attention_fn
 """``attention_fn`` for ``nn.MultiHeadDotProductAttention``: attention dropout from the core, mask not stored.
+
+Inside `jaxdrop.stochastic()` a deterministic attention call warns: flax passes it no key, so the context cannot
+turn attention dropout on (give the attention module `deterministic=False` for that).
 
 ``nn.MultiHeadDotProductAttention(num_heads=8, dropout_rate=0.1, attention_fn=jaxdrop.linen.attention_fn)``.
 """

@@ -3,7 +3,9 @@
 ``jaxdrop.nnx.Dropout`` takes the same arguments as ``flax.nnx.Dropout`` and behaves the same way: it forks its own
 RNG stream from ``rngs`` at construction (so two layers never share a mask), advances it on every call (so two
 calls never share one), follows ``model.train()`` / ``model.eval()`` and ``nnx.view(model, deterministic=...)``,
-and a call-time ``deterministic`` or ``rngs`` takes precedence over the attribute.
+and a call-time ``deterministic`` or ``rngs`` takes precedence over the attribute. Inside ``jaxdrop.stochastic()``
+every layer here samples even when ``deterministic`` is True (after ``model.eval()``): MC dropout with the rest of
+the model in evaluation mode.
 
 Same-mask pitfalls this module addresses (and its tests check):
 
@@ -92,6 +94,9 @@ class _Stochastic(nnx.Module):
         rngs: rnglib.Rngs | rnglib.RngStream | None,
         axis_name: str | Sequence[str] | None,
     ) -> None:
+        # Checked here: a layer in evaluation mode never draws a key, so these would go unseen until training.
+        _checks.identifier(rng_collection, "rng_collection")
+        _checks.axis_names(axis_name, "axis_name")
         self.deterministic = deterministic
         self.rng_collection = rng_collection
         self.axis_name = axis_name
@@ -115,10 +120,11 @@ class _Stochastic(nnx.Module):
         name = type(self).__name__
         rate = getattr(self, self.rate_field) if rate is None else rate
         deterministic = _first_from(deterministic, self.deterministic, error_msg=_NO_DETERMINISTIC.format(name=name))
-        deterministic = _checks.static_bool(deterministic, "deterministic")
+        deterministic = _layers.is_deterministic(deterministic)
         if not _layers.needs_key(rate, deterministic, self.key_free_rates):
             return rate, deterministic, None
-        rngs = _first_from(rngs, self.rngs, error_msg=_NO_RNGS.format(name=name, collection=self.rng_collection))
+        no_rngs = _NO_RNGS.format(name=name, collection=self.rng_collection) + _layers.stochastic_note()
+        rngs = _first_from(rngs, self.rngs, error_msg=no_rngs)
         if isinstance(rngs, rnglib.Rngs):
             key = rngs[self.rng_collection]()
         elif isinstance(rngs, rnglib.RngStream):
@@ -568,6 +574,10 @@ class _DropConnect(_Stochastic):
         rngs: rnglib.Rngs,
         axis_name: str | Sequence[str] | None,
     ) -> None:
+        # Checked here: a deterministic call uses the plain kernel and never reaches `F.dropconnect`.
+        _checks.probability(rate, "rate")
+        _checks.static_bool(inverted, "inverted")
+        _checks.choice(generator, _masks.GENERATORS, "generator")
         self.rate, self.inverted, self.generator = rate, inverted, generator
         self._init_stochastic(deterministic, rng_collection, rngs, axis_name)
 
@@ -583,7 +593,8 @@ class _DropConnect(_Stochastic):
 
         Args:
           inputs: the layer's input.
-          deterministic: takes precedence over the attribute when given; True uses the plain kernel.
+          deterministic: takes precedence over the attribute when given; True uses the plain kernel (scaled by
+            ``1 - rate`` for classic, non-inverted DropConnect).
           rngs: a key, ``RngStream`` or ``Rngs`` used instead of the layer's own stream.
           rate: a call-time value replacing the attribute; may be traced without recompiling.
 
@@ -592,11 +603,13 @@ class _DropConnect(_Stochastic):
         """
         layer_call = super(_Stochastic, self).__call__  # the next class in the MRO: nnx.Linear or nnx.Conv
         rate, deterministic, key = self._resolve(rate, deterministic, rngs)
-        if deterministic:
-            return layer_call(inputs)
         kernel = self.kernel[...]
-        # The masked kernel is a function of the parameter, so gradients reach the parameter through it.
-        self.kernel[...] = F.dropconnect(kernel, rate, key=key, inverted=self.inverted, generator=self.generator)
+        # The masked kernel is a function of the parameter, so gradients reach the parameter through it. A
+        # deterministic call goes through the same function: it checks the rate and, for classic (non-inverted)
+        # DropConnect, scales the kernel by 1 - rate, as linen's layer does.
+        self.kernel[...] = F.dropconnect(
+            kernel, rate, key=key, deterministic=deterministic, inverted=self.inverted, generator=self.generator
+        )
         try:
             return layer_call(inputs)
         finally:
@@ -724,6 +737,15 @@ class ConcreteDropout(_Stochastic):
         rngs: rnglib.Rngs | None = None,
         axis_name: str | Sequence[str] | None = None,
     ):
+        _checks.optional_callable(layer, "layer")
+        _checks.ordered(
+            _checks.probability(init_min, "init_min", open_interval=True),
+            _checks.probability(init_max, "init_max", open_interval=True),
+            "init_min",
+            "init_max",
+        )
+        if input_dim is not None:
+            _checks.positive_int(input_dim, "input_dim")
         self.layer = layer
         self.weight_regularizer, self.dropout_regularizer = weight_regularizer, dropout_regularizer
         self.temperature, self.broadcast_dims, self.input_dim = temperature, broadcast_dims, input_dim
@@ -793,6 +815,8 @@ def concrete_regularization(model: nnx.Module) -> jax.Array:
     Returns:
       A float32 scalar to add to the training loss (0 if the model has no concrete dropout).
     """
+    if not isinstance(model, nnx.Module):
+        raise TypeError(f"`model` must be an nnx.Module; got {_checks.describe(model)}.")
     total = jnp.zeros((), jnp.float32)
     for _, module in nnx.iter_modules(model):
         if isinstance(module, ConcreteDropout):
@@ -802,8 +826,11 @@ def concrete_regularization(model: nnx.Module) -> jax.Array:
 
 # ---------------------------------------------------------------- attention
 
-attention_fn = F.dot_product_attention
+attention_fn = _layers.attention_fn
 """``attention_fn`` for ``nnx.MultiHeadAttention``: attention dropout from the core, mask not stored.
+
+Inside `jaxdrop.stochastic()` a deterministic attention call warns: flax passes it no key, so the context cannot
+turn attention dropout on (give the attention module `deterministic=False` for that).
 
 ``nnx.MultiHeadAttention(..., dropout_rate=0.1, attention_fn=jaxdrop.nnx.attention_fn, rngs=rngs)``.
 """

@@ -409,7 +409,11 @@ def test_debug_silent_for_distinct_keys_grad_and_when_off():
     assert _reuse_warnings(model, x, key) == []
     assert _reuse_warnings(jax.jit(model), x, key) == []
     assert _reuse_warnings(jax.grad(lambda x: model(x, key).sum()), x) == []  # JAX's own checker raises here
-    assert _reuse_warnings(lambda: jaxdrop.mc.sample(lambda k, x: jaxdrop.dropout(x, 0.5, key=k), key, 2, x)) == []
+
+    def mc_fn(k, x):
+        return jaxdrop.dropout(x, 0.5, key=k)
+
+    assert _reuse_warnings(lambda: jaxdrop.mc.sample(mc_fn, x, key=key, num_samples=2)) == []
     # The same key in two separate traces is not a reuse within one trace.
     assert (
         _reuse_warnings(lambda: [jax.jit(lambda x, s=s: jaxdrop.dropout(x * s, 0.5, key=key))(x) for s in (1, 2)]) == []

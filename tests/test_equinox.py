@@ -225,6 +225,33 @@ def test_variants_under_vmap_over_a_batch(key):
     assert bool(jnp.all((paths == 0).reshape(6, -1).all(1) | (paths == 2).reshape(6, -1).all(1)))
 
 
+# ------------------------------------------------------------ jaxdrop.stochastic(): MC dropout in inference mode
+
+
+@pytest.mark.parametrize(("layer", "x", "function"), VARIANTS, ids=VARIANT_IDS)
+def test_stochastic_turns_an_inference_mode_layer_into_a_sampling_one(layer, x, function, key):
+    layer = eqx.nn.inference_mode(layer)
+    with jaxdrop.stochastic():
+        np.testing.assert_array_equal(layer(x, key=key), function(x, key=key))
+        with jaxdrop.stochastic(False):  # nested: switched off again
+            assert bool(jnp.all(layer(x, key=key) == x))
+        with pytest.raises(RuntimeError, match=r"requires a key(.|\n)*Inside `jaxdrop.stochastic\(\)`"):
+            layer(x)
+    assert bool(jnp.all(layer(x) == x))  # and unchanged outside
+
+
+def test_stochastic_dropout_keep_rate_and_filter_jit(key):
+    x = jnp.ones((20_000,))
+    model = eqx.nn.inference_mode(jeqx.Dropout(0.3))
+    forward = eqx.filter_jit(lambda model, x, key: model(x, key=key, inference=True))
+    with jaxdrop.stochastic():
+        y = forward(model, x, key)  # traced inside the context
+    assert abs(float(jnp.mean(y == 0)) - 0.3) < 0.02 and np.allclose(np.unique(y), [0.0, 1 / 0.7])
+    np.testing.assert_array_equal(y, jaxdrop.dropout(x, 0.3, key=key))
+    if hasattr(jax, "make_user_context"):  # jax >= 0.7.2: outside, the deterministic program is traced anew
+        assert bool(jnp.all(forward(model, x, key) == x))
+
+
 # ------------------------------------------------------------ optional dependency
 
 

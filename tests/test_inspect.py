@@ -35,7 +35,7 @@ def variables():
 
 
 def test_linen_report_rows(variables):
-    report = jaxdrop.inspect(Net(), variables, X, train=True)
+    report = jaxdrop.inspect(Net(), X, variables=variables, train=True)
     rows = [(r.path, r.layer, r.kind, r.rate, r.input_shape, r.mask_bytes, r.active) for r in report.rows]
     assert rows == [
         ("Dropout_0", "Dropout", "dropout", 0.1, (2, 16), 2 * 16, True),  # flax keeps a bool mask
@@ -44,7 +44,7 @@ def test_linen_report_rows(variables):
         ("ConcreteDropout_0", "ConcreteDropout", "concrete", pytest.approx(0.1), (2, 1, 16), 0, True),
         ("Dropout_2", "Dropout", "dropout", 0.2, (2, 1, 1), 0, True),
     ]
-    assert [r.active for r in jaxdrop.inspect(Net(), variables, X, train=False).rows] == [False] * 5
+    assert [r.active for r in jaxdrop.inspect(Net(), X, variables=variables, train=False).rows] == [False] * 5
     table = str(report)
     assert table.splitlines()[0].split() == [
         "path",
@@ -61,7 +61,7 @@ def test_linen_report_rows(variables):
 
 
 def test_linen_report_warnings(variables):
-    warnings = jaxdrop.inspect(Net(), variables, X, train=True).warnings
+    warnings = jaxdrop.inspect(Net(), X, variables=variables, train=True).warnings
     assert len(warnings) == 5
     assert warnings[0].startswith("Dropout_0: its input is also consumed by Dense_1")
     assert warnings[1].startswith("Dropout_1: rate 0.7 > 0.5 next to a dense layer")
@@ -79,9 +79,39 @@ def test_linen_clean_model_has_no_warnings():
             return nn.Dense(1)(x)
 
     variables = Clean().init(jax.random.key(0), X)
-    report = jaxdrop.inspect(Clean(), variables, X)
+    report = jaxdrop.inspect(Clean(), X, variables=variables)
     assert report.warnings == []
     assert [r.path for r in report.rows] == ["Dropout_0"]
+
+
+def test_linen_without_variables_initialises_them_abstractly(variables):
+    given = jaxdrop.inspect(Net(), X, variables=variables, train=True)
+    report = jaxdrop.inspect(Net(), X, train=True)  # the README's form: nothing computed, shapes only
+    assert [r.path for r in report.rows] == [r.path for r in given.rows]
+    assert report.warnings == given.warnings
+    concrete = {r.path: r.rate for r in report.rows}["ConcreteDropout_0"]
+    assert concrete is None  # a learned rate is unknown without the variables
+    assert {r.path: r.rate for r in given.rows}["ConcreteDropout_0"] == pytest.approx(0.1)
+
+
+def test_linen_variables_passed_positionally_or_to_nnx_are_clear_errors(variables):
+    with pytest.raises(TypeError, match="pass them as `variables=`"):
+        jaxdrop.inspect(Net(), variables, X, train=True)
+    with pytest.raises(TypeError, match="`variables` is only for linen modules"):
+        jaxdrop.inspect(jdn.Dropout(0.1, rngs=nnx.Rngs(0)), X, variables=variables)
+
+
+def test_jaxdrop_layers_are_reported_active_inside_stochastic(variables):
+    with jaxdrop.stochastic():
+        report = jaxdrop.inspect(Net(), X, variables=variables, train=False)
+    active = {r.path: r.active for r in report.rows}
+    assert active == {  # flax's own layers keep the model's flag
+        "Dropout_0": False,
+        "Dropout_1": True,
+        "MultiHeadDotProductAttention_0": False,
+        "ConcreteDropout_0": True,
+        "Dropout_2": True,
+    }
 
 
 class Tagger(nnx.Module):

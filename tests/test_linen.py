@@ -218,5 +218,138 @@ def test_attention_fn_plugs_into_flax_multi_head_attention():
     assert float(loss(params)) < first
 
 
+# ---------------------------------------------------------------- jaxdrop.stochastic(): MC dropout in eval mode
+
+
+@variants
+def test_stochastic_turns_a_deterministic_call_into_a_sampling_one(name):
+    layer, _, x, _ = VARIANTS[name]
+    sampled = layer.apply({}, x, deterministic=False, rng=KEY)
+    with jaxdrop.stochastic():
+        np.testing.assert_array_equal(layer.apply({}, x, deterministic=True, rng=KEY), sampled)
+        with jaxdrop.stochastic(False):  # nested: switched off again
+            np.testing.assert_array_equal(layer.apply({}, x, deterministic=True, rng=KEY), x)
+    np.testing.assert_array_equal(layer.apply({}, x, deterministic=True), x)  # and unchanged outside
+
+
+def test_stochastic_keep_rate_and_a_key_is_still_needed():
+    x = jnp.ones((20_000,))
+    layer = jdl.Dropout(0.3, deterministic=True)
+    with jaxdrop.stochastic():
+        y = layer.apply({}, x, rngs={"dropout": KEY})
+        assert abs(float(jnp.mean(y == 0)) - 0.3) < 0.02 and np.allclose(np.unique(y), [0.0, 1 / 0.7])
+        with pytest.raises(Exception, match='needs PRNG for "dropout"'):
+            layer.apply({}, x)
+
+
+def test_stochastic_reaches_word_dropout_dropconnect_and_concrete_dropout():
+    x = jax.random.normal(jax.random.key(3), (5, 4))
+    ids = jnp.array([[1, 2, 1, 3, 2]])
+    kernel, bias = jnp.ones((4, 3)), jnp.zeros(3)  # the variables, spelled out: no init to run
+
+    @functools.partial(jax.jit, static_argnums=0)
+    def outputs(deterministic):
+        rngs = {"dropout": KEY}
+        dense = {"params": {"kernel": kernel, "bias": bias}}
+        concrete = {"params": {"p_logit": jnp.zeros(()), "layer": {"kernel": kernel, "bias": bias}}}
+        return (
+            jdl.WordDropout(0.5).apply({}, x[None], ids, deterministic=deterministic, rngs=rngs),
+            jdl.DropConnectDense(3).apply(dense, x, deterministic=deterministic, rngs=rngs),
+            jdl.ConcreteDropout(nn.Dense(3)).apply(
+                concrete, x, deterministic=deterministic, rngs=rngs, mutable=["losses"]
+            )[0],
+        )
+
+    sampled = outputs(False)
+    with jaxdrop.stochastic():
+        inside = outputs(True)
+    for got, expected, plain in zip(inside, sampled, outputs(True), strict=True):
+        np.testing.assert_array_equal(got, expected)
+        assert not np.array_equal(plain, expected)
+
+
+class BatchNormMLP(nn.Module):
+    """The model of issue 13: one `train` flag drives BatchNorm and dropout; `mc` turns on dropout alone."""
+
+    @nn.compact
+    def __call__(self, x, train: bool, mc: bool = False):
+        x = nn.relu(nn.Dense(16)(x))
+        x = nn.BatchNorm(use_running_average=not train)(x)
+        x = jdl.Dropout(0.5, deterministic=not (train or mc))(x)
+        return nn.Dense(3)(x)
+
+
+def test_stochastic_leaves_batchnorm_in_evaluation_mode_under_jit():
+    x = jax.random.normal(jax.random.key(4), (8, 5))
+    variables = BatchNormMLP().init(jax.random.key(0), x, train=False)
+
+    @functools.partial(jax.jit, static_argnames="mc")
+    def predict(key, mc=False):  # no `mutable`: BatchNorm updating its statistics would raise
+        return BatchNormMLP().apply(variables, x, train=False, mc=mc, rngs={"dropout": key})
+
+    dropout_only = predict(KEY, mc=True)
+    with jaxdrop.stochastic():
+        np.testing.assert_array_equal(predict(KEY), dropout_only)
+        assert not np.array_equal(predict(jax.random.key(7)), dropout_only)
+        with jaxdrop.stochastic(False):
+            evaluation = predict(KEY)
+    np.testing.assert_array_equal(predict(jax.random.key(7)), evaluation)
+    if hasattr(jax, "make_user_context"):  # jax >= 0.7.2: the mode is part of jit's cache key
+        assert predict._cache_size() == 3
+
+
+def test_attention_fn_warns_that_stochastic_cannot_turn_attention_dropout_on():
+    x = jax.random.normal(jax.random.key(5), (2, 6, 8))
+    mha = nn.MultiHeadDotProductAttention(num_heads=2, dropout_rate=0.2, attention_fn=jdl.attention_fn)
+    variables = jax.eval_shape(functools.partial(mha.init, deterministic=True), jax.random.key(0), x)  # trace only
+    with jaxdrop.stochastic(), pytest.warns(UserWarning, match="does not switch attention dropout on"):
+        jax.eval_shape(functools.partial(mha.apply, deterministic=True), variables, x)
+
+
+# ---------------------------------------------------------------- issue 13: train, then MC dropout in eval mode
+
+
+@pytest.mark.slow  # three compilations: about 3 s of CPU
+def test_train_with_batchnorm_then_mc_predict_in_evaluation_mode():
+    x = jax.random.normal(jax.random.key(4), (32, 5))
+    labels = jnp.arange(32) % 3
+    variables = jax.jit(BatchNormMLP().init, static_argnames="train")(jax.random.key(0), x, train=False)
+
+    @jax.jit
+    def train_step(params, batch_stats, key):
+        def loss(params):
+            logits, updates = BatchNormMLP().apply(
+                {"params": params, "batch_stats": batch_stats},
+                x,
+                train=True,
+                rngs={"dropout": key},
+                mutable=["batch_stats"],
+            )
+            log_probs = jax.nn.log_softmax(logits)
+            return -jnp.take_along_axis(log_probs, labels[:, None], axis=1).mean(), updates["batch_stats"]
+
+        grads, batch_stats = jax.grad(loss, has_aux=True)(params)
+        return jax.tree.map(lambda p, g: p - 0.1 * g, params, grads), batch_stats
+
+    params, batch_stats = variables["params"], variables["batch_stats"]
+    for step in range(2):
+        params, batch_stats = train_step(params, batch_stats, jax.random.fold_in(KEY, step))
+    assert not np.allclose(batch_stats["BatchNorm_0"]["mean"], 0.0)  # trained: the statistics moved
+    variables = {"params": params, "batch_stats": batch_stats}
+    before = jax.tree.map(np.asarray, variables)
+    result = jaxdrop.mc.predict(
+        BatchNormMLP(),
+        x,
+        key=KEY,
+        num_samples=8,
+        variables=variables,
+        apply_kwargs={"train": False},
+        return_samples=True,
+    )
+    assert bool((result.mutual_information > 0).all())
+    assert not np.allclose(result.samples[0], result.samples[1])
+    jax.tree.map(np.testing.assert_array_equal, variables, before)  # the statistics were not updated
+
+
 def test_lazy_exports():
     assert jaxdrop.linen is jdl

@@ -233,5 +233,93 @@ def test_attention_fn_plugs_into_nnx_multi_head_attention():
     assert float(loss(model)) < first
 
 
+# ---------------------------------------------------------------- jaxdrop.stochastic(): MC dropout in eval mode
+
+
+@variants
+def test_stochastic_turns_an_eval_mode_layer_into_a_sampling_one(name):
+    make, fn, x, rate, options = VARIANTS[name]
+    layer = make()
+    layer.eval()
+    with jaxdrop.stochastic():
+        np.testing.assert_array_equal(layer(x, rngs=KEY), fn(x, rate, key=KEY, **options))
+        with jaxdrop.stochastic(False):  # nested: switched off again
+            np.testing.assert_array_equal(layer(x, rngs=KEY), x)
+        with pytest.raises(ValueError, match=r"no `rngs` argument(.|\n)*Inside `jaxdrop.stochastic\(\)`"):
+            layer(x)  # a key is still needed
+    np.testing.assert_array_equal(layer(x), x)  # and unchanged outside
+
+
+class BatchNormMLP(nnx.Module):
+    def __init__(self, rngs):
+        self.linear = nnx.Linear(5, 16, rngs=rngs)
+        self.norm = nnx.BatchNorm(16, rngs=rngs)
+        self.drop = jdn.Dropout(0.5, rngs=rngs)
+        self.out = nnx.Linear(16, 3, rngs=rngs)
+
+    def __call__(self, x):
+        return self.out(self.drop(self.norm(nnx.relu(self.linear(x)))))
+
+
+X = jax.random.normal(jax.random.key(4), (8, 5))
+
+
+def test_stochastic_leaves_batchnorm_in_evaluation_mode_under_nnx_jit():
+    model = BatchNormMLP(nnx.Rngs(0))
+    model.eval()
+    dropout_only = nnx.clone(model)
+    dropout_only.drop.deterministic = False  # the reference: BatchNorm still uses its running averages
+    statistics = np.asarray(model.norm.mean[...])
+    forward = nnx.jit(lambda model, x: model(x))
+    expected = forward(dropout_only, X)
+    with jaxdrop.stochastic():
+        np.testing.assert_allclose(forward(model, X), expected, rtol=1e-6)  # traced inside the context
+        assert not np.allclose(forward(model, X), expected)  # the stream advanced: a new mask
+        with jaxdrop.stochastic(False):
+            evaluation = forward(model, X)
+    np.testing.assert_array_equal(forward(model, X), evaluation)
+    np.testing.assert_array_equal(model.norm.mean[...], statistics)
+    assert model.norm.use_running_average and model.drop.deterministic
+
+
+def test_attention_fn_warns_that_stochastic_cannot_turn_attention_dropout_on():
+    mha = nnx.MultiHeadAttention(
+        num_heads=2, in_features=8, dropout_rate=0.2, attention_fn=jdn.attention_fn, decode=False, rngs=nnx.Rngs(0)
+    )
+    with jaxdrop.stochastic(), pytest.warns(UserWarning, match="does not switch attention dropout on"):
+        nnx.eval_shape(lambda mha: mha(jnp.ones((2, 6, 8)), deterministic=True), mha)  # the warning is at trace time
+
+
+# ---------------------------------------------------------------- issue 13: train, then MC dropout in eval mode
+
+
+@pytest.mark.slow  # two compilations: about 2 s of CPU
+def test_train_with_batchnorm_then_mc_predict_in_evaluation_mode():
+    model = BatchNormMLP(nnx.Rngs(0))
+    x, labels = jax.random.normal(jax.random.key(4), (32, 5)), jnp.arange(32) % 3
+
+    @nnx.jit
+    def train_step(model):
+        def loss(model):
+            log_probs = jax.nn.log_softmax(model(x))
+            return -jnp.take_along_axis(log_probs, labels[:, None], axis=1).mean()
+
+        grads = nnx.grad(loss)(model)
+        nnx.update(model, jax.tree.map(lambda p, g: p - 0.1 * g, nnx.state(model, nnx.Param), grads))
+
+    for _ in range(2):
+        train_step(model)
+    assert not np.allclose(model.norm.mean[...], 0.0)  # trained: the statistics moved
+    model.eval()
+    raw = lambda leaf: jax.random.key_data(leaf) if jnp.issubdtype(leaf.dtype, jax.dtypes.prng_key) else leaf
+    snapshot = lambda: [np.asarray(raw(leaf)) for leaf in jax.tree.leaves(nnx.state(model))]
+    before = snapshot()
+    result = jaxdrop.mc.predict(model, x, key=KEY, num_samples=8, return_samples=True)
+    assert bool((result.mutual_information > 0).all())
+    assert not np.allclose(result.samples[0], result.samples[1])
+    for leaf, leaf_before in zip(snapshot(), before, strict=True):  # statistics and RNG state untouched
+        np.testing.assert_array_equal(leaf, leaf_before)
+
+
 def test_lazy_exports():
     assert jaxdrop.nnx is jdn
