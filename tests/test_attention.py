@@ -206,7 +206,13 @@ def test_usable_as_flax_attention_fn_in_linen_and_nnx():
     ("kwargs", "shapes", "error", "message"),
     [
         ({}, ((2, 5, 3, 4), (2, 7, 3, 4), (2, 6, 3, 4)), ValueError, "`key` and `value` lengths"),
-        ({}, ((2, 5, 3, 4), (2, 7, 2, 4), (2, 7, 2, 4)), ValueError, "same number of heads"),
+        (
+            {},
+            ((2, 5, 4, 4), (2, 7, 2, 4), (2, 7, 1, 4)),
+            ValueError,
+            "`key` and `value` must have the same number of heads",
+        ),
+        ({}, ((2, 5, 3, 4), (2, 7, 2, 4), (2, 7, 2, 4)), ValueError, "must be a multiple of the `key`/`value` heads"),
         ({}, ((2, 5, 3, 4), (2, 7, 3, 5), (2, 7, 3, 4)), ValueError, "`query` and `key` depths"),
         ({}, ((5, 3, 4), (2, 7, 3, 4), (2, 7, 3, 4)), ValueError, "same rank"),
         ({}, ((1, 5, 3, 4), (2, 7, 3, 4), (2, 7, 3, 4)), ValueError, "batch dimensions must match"),
@@ -222,7 +228,7 @@ def test_usable_as_flax_attention_fn_in_linen_and_nnx():
         ),
         ({"deterministic": None}, None, TypeError, "`deterministic` must be a bool"),
         ({"window_size": 3}, None, TypeError, "unexpected keyword argument 'window_size'"),
-        ({"dtype": jnp.int32}, None, TypeError, "`query` must have a floating-point dtype"),
+        ({"dtype": jnp.int32}, None, TypeError, "`dtype` must be a floating-point dtype"),
     ],
 )
 def test_bad_input(kwargs, shapes, error, message):

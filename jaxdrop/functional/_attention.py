@@ -9,9 +9,11 @@ from typing import Any, cast
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from jaxdrop import _checks, _masks
+from jaxdrop.functional import _blockwise, _pallas_attention  # the latter imports Pallas on first use only
 from jaxdrop.functional._dropout import bernoulli_dropout
 
 
@@ -24,12 +26,73 @@ def _check_shapes(query: jax.Array, key: jax.Array, value: jax.Array) -> None:
         )
     if not query.shape[:-3] == key.shape[:-3] == value.shape[:-3]:
         raise ValueError(f"`query`, `key` and `value` batch dimensions must match; got {shapes}.")
-    if not query.shape[-2] == key.shape[-2] == value.shape[-2]:
-        raise ValueError(f"`query`, `key` and `value` must have the same number of heads (axis -2); got {shapes}.")
+    if key.shape[-2] != value.shape[-2]:
+        raise ValueError(f"`key` and `value` must have the same number of heads (axis -2); got {shapes}.")
+    if query.shape[-2] % key.shape[-2]:
+        raise ValueError(
+            f"`query` heads (axis -2) must be a multiple of the `key`/`value` heads (grouped-query attention: "
+            f"query head h reads key/value head h // (query heads / kv heads)); got {shapes}."
+        )
     if query.shape[-1] != key.shape[-1]:
         raise ValueError(f"`query` and `key` depths (axis -1) must match; got {shapes}.")
     if key.shape[-3] != value.shape[-3]:
         raise ValueError(f"`key` and `value` lengths (axis -3) must match; got {shapes}.")
+
+
+def _floating_dtype(dtype: Any) -> jnp.dtype:
+    try:
+        checked = jnp.dtype(dtype)
+    except TypeError as err:
+        raise TypeError(f"`dtype` must be a floating-point dtype or None; got {_checks.describe(dtype)}.") from err
+    if not jnp.issubdtype(checked, jnp.floating):
+        raise TypeError(f"`dtype` must be a floating-point dtype (float32, bfloat16, float16, float64); got {checked}.")
+    return checked
+
+
+def _broadcastable(array: jax.typing.ArrayLike, name: str, logits_shape: tuple[int, ...]) -> jax.Array:
+    """``bias`` or ``mask`` as an array that broadcasts to the logits ``[batch..., heads, q_length, kv_length]``."""
+    checked = _checks.array(array, name)
+    if jnp.issubdtype(checked.dtype, jnp.complexfloating):
+        raise TypeError(f"`{name}` must be a real or boolean array; got dtype {checked.dtype}.")
+    try:
+        broadcast = np.broadcast_shapes(checked.shape, logits_shape)
+    except ValueError:
+        broadcast = None
+    if broadcast != logits_shape:
+        raise ValueError(
+            f"`{name}` of shape {checked.shape} does not broadcast to the attention logits "
+            f"[batch..., heads, q_length, kv_length] = {logits_shape}."
+        )
+    return checked
+
+
+IMPLEMENTATIONS = ("xla", "blockwise", "pallas")
+# Tile sizes: (256, 256) was fastest of 128..1024 for the blockwise path on a 2-core CPU at 1k and 4k tokens and
+# keeps the gradient's temp memory near 1% of the dense path's at 4k; (128, 128) is JAX's own Triton kernel's.
+DEFAULT_BLOCKS = {"blockwise": (256, 256), "pallas": (128, 128)}
+
+
+def _implementation(
+    requested: str | None,
+    dense_only: list[str],
+    q_length: int,
+    kv_length: int,
+    block_q: int | None,
+    block_kv: int | None,
+) -> str:
+    """The implementation a call runs: ``requested``, or for None blockwise unless the call needs the dense path
+    (``dense_only`` names its features) or fits in one tile (then blockwise saves no memory)."""
+    if requested is None:
+        default_q, default_kv = DEFAULT_BLOCKS["blockwise"]
+        single_tile = q_length <= (block_q or default_q) and kv_length <= (block_kv or default_kv)
+        return "xla" if dense_only or single_tile else "blockwise"
+    _checks.choice(requested, IMPLEMENTATIONS, "implementation")
+    if requested != "xla" and dense_only:
+        raise ValueError(
+            f"`implementation={requested!r}` does not support {dense_only[0]}; "
+            "pass implementation='xla', or None to let the call choose."
+        )
+    return requested
 
 
 def dot_product_attention(
@@ -53,6 +116,10 @@ def dot_product_attention(
     is_causal: bool = False,
     *,
     generator: _masks.Generator = "fast",
+    segment_ids: Any = None,
+    implementation: str | None = None,
+    block_q: int | None = None,
+    block_kv: int | None = None,
 ) -> jax.Array:
     """Scaled dot-product attention with dropout on the attention weights; never stores the dropout mask.
 
@@ -63,17 +130,23 @@ def dot_product_attention(
     after the softmax, so each query attends to a random subset of keys, and scales the rest by
     ``1 / (1 - dropout_rate)``.
 
-    Flax keeps the ``(..., heads, q_length, kv_length)`` keep-mask multiplier, the dropped weights and the
-    softmax's exponentials for the backward pass; here softmax, dropout and the product with ``value`` are
-    recomputed from the float32 logits and ``dropout_rng``, so the logits are the only weight-sized residual.
+    By default (``implementation=None``) the weights are never materialised: a blockwise online softmax over
+    key/value tiles (FlashAttention-2, Dao 2023) keeps memory linear in the lengths, and the backward pass
+    recomputes each tile and regenerates its dropout mask from ``dropout_rng``; it drops the same weights as the
+    dense path, bit for bit, whatever the tiles. The dense path (``implementation="xla"``, also chosen for one
+    tile's worth of tokens or for dense-only features, see ``implementation``) keeps the float32 logits as its only
+    weight-sized residual, where flax keeps the keep-mask multiplier, the dropped weights and the softmax's
+    exponentials. A query whose keys are all masked out gets zeros (flax: the mean of the values).
     Logits, bias, mask and softmax are computed in float32 whatever the input dtype (flax's
     ``force_fp32_for_softmax=True``, so that flag is accepted and has no further effect); the weights are cast to
     ``dtype`` before the product with ``value``.
 
     Args:
       query: ``[batch..., q_length, heads, depth]``.
-      key: ``[batch..., kv_length, heads, depth]`` (the attention key tensor; the PRNG key is ``dropout_rng``).
-      value: ``[batch..., kv_length, heads, v_depth]``.
+      key: ``[batch..., kv_length, kv_heads, depth]`` (the attention key tensor; the PRNG key is ``dropout_rng``);
+        ``kv_heads`` divides ``heads`` (grouped-query attention, as ``flax.nnx``: query head ``h`` reads key/value
+        head ``h // (heads // kv_heads)``).
+      value: ``[batch..., kv_length, kv_heads, v_depth]``.
       bias: added to the logits; broadcastable to ``[batch..., heads, q_length, kv_length]``.
       mask: boolean, broadcastable to ``[batch..., heads, q_length, kv_length]``; False positions get no weight.
       broadcast_dropout: share the dropout mask over the batch and head axes (flax's default), or not.
@@ -93,14 +166,25 @@ def dot_product_attention(
         dtype=dtype)``; by default the inputs are promoted to ``dtype`` or their common floating dtype.
       is_causal: also mask out keys after each query (``tril`` of ``(q_length, kv_length)``), as ``flax.nnx``.
       generator: ``"fast"`` (default) or ``"jax"`` (the mask flax draws from the same ``dropout_rng``).
+      segment_ids: packed sequences: an integer ``[batch..., length]`` array (self-attention) or a pair
+        ``(query_segment_ids, kv_segment_ids)``; a query attends only to keys of its own segment.
+      implementation: ``"blockwise"`` (tiles in ``jax.numpy``; forward-mode autodiff unsupported), ``"xla"`` (the
+        dense weights), ``"pallas"`` (the blockwise forward as a GPU Pallas/Triton kernel, backward as
+        ``"blockwise"``; interpreted, slowly, off GPU), or None: ``"blockwise"`` unless both lengths fit in one tile
+        or the call uses custom einsums, ``einsum_dot_general``, ``module`` or ``generator="jax"`` (dense only).
+      block_q: query tile length (default 256 blockwise, 128 Pallas); lengths are padded to whole tiles.
+      block_kv: key/value tile length (default 256 blockwise, 128 Pallas).
 
     Returns:
       ``[batch..., q_length, heads, v_depth]`` in ``dtype``.
 
     Raises:
-      TypeError: non-floating inputs, ``dropout_rng`` not a PRNG key, or an unknown keyword (Python's own error).
-      ValueError: mismatched shapes, a static ``dropout_rate`` outside [0, 1], a missing ``dropout_rng``, or
-        custom einsums combined with ``precision``/``einsum_dot_general`` or given alone.
+      TypeError: non-floating inputs or ``dtype``, ``dropout_rng`` not a PRNG key, a hook that is not callable,
+        a block size that is not an int, non-integer ``segment_ids``, or an unknown keyword (Python's own error).
+      ValueError: mismatched shapes (``kv_heads`` not dividing ``heads`` included), a ``bias`` or ``mask`` that
+        does not broadcast to the logits, a static ``dropout_rate`` outside [0, 1], a missing ``dropout_rng``,
+        custom einsums combined with ``precision``/``einsum_dot_general`` or given alone, a block size below 1,
+        an unknown ``implementation`` or one that lacks a feature the call uses, or bad ``segment_ids``.
 
     Examples:
       >>> import jax, jax.numpy as jnp, jaxdrop
@@ -114,18 +198,34 @@ def dot_product_attention(
       >>> import flax.linen as nn
       >>> layer = nn.MultiHeadDotProductAttention(num_heads=4, attention_fn=jaxdrop.dot_product_attention)
     """
+    for name, array in (("query", query), ("key", key), ("value", value)):
+        _checks.floating_array(array, name)  # an integer input is an error here too, not promoted silently
+    if dtype is not None:
+        dtype = _floating_dtype(dtype)
+    for name, hook in (
+        ("einsum_dot_general", einsum_dot_general),
+        ("qk_attn_weights_einsum", qk_attn_weights_einsum),
+        ("attn_weights_value_einsum", attn_weights_value_einsum),
+        ("promote_dtype", promote_dtype),
+    ):
+        _checks.optional_callable(hook, name)
+    if module is not None and not callable(getattr(module, "sow", None)):
+        raise TypeError(f"`module` must be a flax module (with `sow`) or None; got {_checks.describe(module)}.")
     if promote_dtype is not None:
         # flax.nnx's promote_dtype returns JAX arrays; the cast is for mypy only (no runtime effect).
         query, key, value = cast(
             "tuple[jax.Array, jax.Array, jax.Array]", promote_dtype((query, key, value), dtype=dtype)
         )
     else:
-        dtype = jnp.dtype(dtype) if dtype is not None else jnp.result_type(query, key, value)
+        dtype = dtype if dtype is not None else jnp.result_type(query, key, value)
         query, key, value = (jnp.asarray(array, dtype) for array in (query, key, value))
     for name, array in (("query", query), ("key", key), ("value", value)):
         _checks.floating_array(array, name)
     dtype = query.dtype
     _check_shapes(query, key, value)
+    logits_shape = (*query.shape[:-3], query.shape[-2], query.shape[-3], key.shape[-3])
+    bias = None if bias is None else _broadcastable(bias, "bias", logits_shape)
+    mask = None if mask is None else _broadcastable(mask, "mask", logits_shape)
     rate = _checks.probability(dropout_rate, "dropout_rate")
     deterministic = _checks.static_bool(deterministic, "deterministic")
     broadcast_dropout = _checks.static_bool(broadcast_dropout, "broadcast_dropout")
@@ -138,7 +238,57 @@ def dot_product_attention(
             "`qk_attn_weights_einsum`/`attn_weights_value_einsum` and `precision`/`einsum_dot_general` "
             "are mutually exclusive; pass only one of them."
         )
+    segments = _blockwise.segment_ids_pair(segment_ids, query.shape, key.shape)
+    dense_only = [
+        feature
+        for feature, used in (
+            ("custom einsums", qk_attn_weights_einsum is not None),
+            ("`einsum_dot_general`", einsum_dot_general is not None),
+            ("`module` (sowing the [..., q_length, kv_length] attention weights)", module is not None),
+            ("generator='jax' (jax.random.bernoulli draws the whole mask at once)", generator == "jax"),
+        )
+        if used
+    ]
+    block_q = None if block_q is None else _checks.positive_int(block_q, "block_q")
+    block_kv = None if block_kv is None else _checks.positive_int(block_kv, "block_kv")
+    implementation = _implementation(implementation, dense_only, query.shape[-3], key.shape[-3], block_q, block_kv)
     _checks.choice(generator, _masks.GENERATORS, "generator")
+
+    static = isinstance(rate, float)
+    no_dropout = deterministic or (static and rate == 0.0)
+    needs_key = not no_dropout and not (static and rate == 1.0)  # static rate 1: zero weights, no key needed
+    dropout_rng = _checks.key(dropout_rng, "dropout_rng", site="dot_product_attention") if needs_key else None
+    if implementation != "xla":
+        if not no_dropout and static and rate == 1.0:
+            return jnp.zeros((*query.shape[:-1], value.shape[-1]), dtype)
+        attend_blockwise = (
+            _pallas_attention.pallas_attention if implementation == "pallas" else _blockwise.blockwise_attention
+        )
+        return attend_blockwise(
+            query,
+            key,
+            value,
+            bias=bias,
+            mask=mask,
+            segments=segments,
+            is_causal=is_causal,
+            dropout=not no_dropout,
+            rate=rate,
+            dropout_rng=dropout_rng,
+            broadcast_dropout=broadcast_dropout,
+            precision=precision,
+            block_q=block_q or DEFAULT_BLOCKS[implementation][0],
+            block_kv=block_kv or DEFAULT_BLOCKS[implementation][1],
+        )
+    group = query.shape[-2] // key.shape[-2]
+    if group > 1:  # flax.nnx's grouped-query attention: query head h reads key/value head h // group
+        key, value = (jnp.repeat(array, group, axis=-2) for array in (key, value))
+    if segments is not None:
+        mask = (
+            _blockwise.segment_mask(segments)
+            if mask is None
+            else jnp.logical_and(mask, _blockwise.segment_mask(segments))
+        )
 
     default_einsum = functools.partial(
         jnp.einsum, precision=precision, _dot_general=einsum_dot_general or lax.dot_general
@@ -157,17 +307,19 @@ def dot_product_attention(
         logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
     if module is not None:
         module.sow("intermediates", "attention_weights", jax.nn.softmax(logits).astype(dtype))
+    # A query whose keys are all masked out attends to nothing: zeros, as in the blockwise path (flax: the mean of
+    # every value, the softmax of equal logits).
+    has_key = None if mask is None else jnp.any(mask, axis=-1, keepdims=True)
 
-    static = isinstance(rate, float)
-    no_dropout = deterministic or (static and rate == 0.0)
-    needs_key = not no_dropout and not (static and rate == 1.0)  # static rate 1: zero weights, no key needed
-    dropout_rng = _checks.key(dropout_rng, "dropout_rng", site="dot_product_attention") if needs_key else None
     # Flax's broadcast_dropout shares the mask over every axis but (q_length, kv_length).
     shared_axes = tuple(range(logits.ndim - 2)) if broadcast_dropout else ()
     value_einsum = attn_weights_value_einsum or default_einsum
 
     def attend(logits, value, rng, rate):
-        weights = jax.nn.softmax(logits).astype(dtype)  # softmax in float32, then the computation dtype
+        weights = jax.nn.softmax(logits)  # in float32, then the computation dtype
+        if has_key is not None:
+            weights = jnp.where(has_key, weights, 0.0)
+        weights = weights.astype(dtype)
         if not no_dropout:  # the key is checked and recorded above, outside the checkpoint (site=None here)
             weights = bernoulli_dropout(weights, rate, rng, site=None, shared_axes=shared_axes, generator=generator)
         return value_einsum("...hqk,...khd->...qhd", weights, value).astype(dtype)
