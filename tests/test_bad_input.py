@@ -10,7 +10,14 @@ Traced values cannot raise inside ``jit``: for those, the contract is a NaN outp
 # ruff: noqa: E501  (the catalogue is a table: one case per line reads best)
 from __future__ import annotations
 
+import dataclasses
+import functools
+import importlib
+import importlib.util
+import inspect
 import re
+import sys
+import warnings
 from pathlib import Path
 
 import jax
@@ -108,10 +115,10 @@ CASES = [
     ("concrete_dropout_regularizer/input-dim", lambda: jaxdrop.concrete_dropout_regularizer(0.0, X3, weight_regularizer=1e-2, dropout_regularizer=1e-1, input_dim=0), ValueError, r"`input_dim` must be >= 1; got 0"),
     ("concrete_dropout_regularizer/negative", lambda: jaxdrop.concrete_dropout_regularizer(0.0, X3, weight_regularizer=-1.0, dropout_regularizer=1e-1, input_dim=3), ValueError, r"`weight_regularizer` must be a finite number >= 0; got -1.0"),
     # --- Monte Carlo
-    ("mc.sample/num-samples-0", lambda: jaxdrop.mc.sample(_mc_fn, KEY, 0, X3), ValueError, r"`num_samples` must be >= 1"),
-    ("mc.sample/num-samples-float", lambda: jaxdrop.mc.sample(_mc_fn, KEY, 2.5, X3), TypeError, r"`num_samples` must be"),
-    ("mc.sample/chunk-size-0", lambda: jaxdrop.mc.sample(_mc_fn, KEY, 4, X3, chunk_size=0), ValueError, r"`chunk_size` must be >= 1"),
-    ("mc.sample/missing-key", lambda: jaxdrop.mc.sample(_mc_fn, None, 4, X3), ValueError, r"`key` is required"),
+    ("mc.sample/num-samples-0", lambda: jaxdrop.mc.sample(_mc_fn, X3, key=KEY, num_samples=0), ValueError, r"`num_samples` must be >= 1"),
+    ("mc.sample/num-samples-float", lambda: jaxdrop.mc.sample(_mc_fn, X3, key=KEY, num_samples=2.5), TypeError, r"`num_samples` must be"),
+    ("mc.sample/chunk-size-0", lambda: jaxdrop.mc.sample(_mc_fn, X3, key=KEY, num_samples=4, chunk_size=0), ValueError, r"`chunk_size` must be >= 1"),
+    ("mc.sample/missing-key", lambda: jaxdrop.mc.sample(_mc_fn, X3, num_samples=4), TypeError, r"`key` is required"),
     ("mc.predict/num-samples-negative", lambda: jaxdrop.mc.predict(_mc_fn, X3, key=KEY, num_samples=-1), ValueError, r"`num_samples` must be >= 1"),
     ("mc.predict/task", lambda: jaxdrop.mc.predict(_mc_fn, X3, key=KEY, num_samples=2, task="segmentation"), ValueError, r"`task` must be one of \('classification', 'regression'\)"),
     ("mc.predict/tau-0", lambda: jaxdrop.mc.predict(_mc_fn, X3, key=KEY, num_samples=2, task="regression", tau=0.0), ValueError, r"`tau` must be a finite number > 0"),
@@ -122,6 +129,11 @@ CASES = [
     ("predictive_entropy/negative", lambda: unc.predictive_entropy(jnp.array([[1.5, -0.5]])), ValueError, r"`probs` must hold probabilities in \[0, 1\]"),
     ("mutual_information/no-sample-axis", lambda: unc.mutual_information(jnp.array([0.5, 0.5])), ValueError, r"`sample_probs` must have at least 2 axes"),
     ("expected_entropy/int", lambda: unc.expected_entropy(jnp.ones((2, 3, 1), jnp.int32)), TypeError, r"`sample_probs` must have a floating-point dtype"),
+    ("nll/empty", lambda: unc.nll(jnp.zeros((0, 3)), jnp.zeros(0, int)), ValueError, r"must not be empty"),
+    ("margin/zero-classes", lambda: unc.margin(jnp.zeros((4, 0))), ValueError, r"`probs`"),
+    ("ood_auroc/nan", lambda: unc.ood_auroc(jnp.array([0.1, jnp.nan]), jnp.array([0.2, 0.3])), ValueError, r"NaN"),
+    ("gaussian_log_likelihood/target-std-0", lambda: unc.gaussian_log_likelihood(jnp.zeros((3, 4)), jnp.zeros(4), tau=1.0, target_std=0.0), ValueError, r"`target_std` must be a finite number > 0"),
+    ("mutual_information/2d-ambiguous", lambda: unc.mutual_information(PROBS), ValueError, r"sample_axis"),
     ("nll/labels-shape", lambda: unc.nll(PROBS, LABELS[:3]), ValueError, r"`labels` must have the batch shape of the probabilities \(4,\)"),
     ("nll/labels-range", lambda: unc.nll(PROBS, jnp.array([0, 1, 2, 3])), ValueError, r"`labels` must be in \[0, 2\]; got values in \[0, 3\]"),
     ("brier_score/labels-float", lambda: unc.brier_score(PROBS, jnp.zeros(4)), TypeError, r"`labels` must be integer class indices"),
@@ -166,8 +178,9 @@ def test_invalid_call_raises_a_clear_error(call, error, pattern):
 def test_catalogue_is_large_and_matches_the_docs():
     ids = [case[0] for case in CASES]
     assert len(ids) == len(set(ids)) and len(ids) >= 40
-    table = (Path(__file__).parent.parent / "docs" / "bad_input.md").read_text()
-    documented = set(re.findall(r"^\| `([^`]+)` \|", table, flags=re.MULTILINE))
+    text = DOCS.read_text()
+    start, stop = _section(text, "cases")
+    documented = set(re.findall(r"^\| `([^`]+)` \|", text[start:stop], flags=re.MULTILINE))
     assert documented == set(ids), (sorted(set(ids) - documented), sorted(documented - set(ids)))
 
 
@@ -216,10 +229,743 @@ def test_traced_invalid_rate_gives_nan_not_a_silent_result(name):
     assert np.isfinite(np.asarray(fn(x, jnp.float32(0.25)))).all()  # a valid traced rate still works
 
 
-def markdown_table() -> str:
-    """The catalogue as the markdown table of docs/bad_input.md, with each call's actual message."""
-    import inspect
+# === The generated catalogue: every argument of every public callable ================================================
+#
+# Built from the API, not listed by hand: every public callable of the top level (``jaxdrop.__all__``),
+# ``jaxdrop.functional``, ``jaxdrop.keys`` and every layer of ``jaxdrop.linen``, ``jaxdrop.nnx`` and
+# ``jaxdrop.equinox`` is found by introspection, each of its parameters is given a kind by name (``KINDS``), and each
+# kind has families of bad values (``FAMILIES``). A public callable with a parameter of unknown kind, or without a
+# valid call to start from (``CALLS``), fails ``test_every_public_argument_has_a_kind``. Each bad value is tried on
+# the paths that skip work: ``deterministic=True`` (``inference=True``), a static rate 0, and the active path: an
+# argument is checked before any short-cut, so a bad value fails in evaluation as it would in training.
+#
+# The metrics of ``jaxdrop.uncertainty`` and the samplers of ``jaxdrop.mc`` are left out of the generated part: their
+# arguments are arrays of their own domain (probabilities, labels, samples) checked in those namespaces and by the
+# hand-written cases above, and their owners keep them.
 
+NAN, INF = float("nan"), float("inf")
+X2 = jnp.ones((2, 4))
+X5 = jnp.ones((2, 3, 3, 3, 2))
+IDS = jnp.zeros((2, 4), jnp.int32)
+
+
+@dataclasses.dataclass(frozen=True)
+class AsType:
+    """A bad value made from the valid one: the same array in another dtype (so only the dtype is wrong)."""
+
+    dtype: object
+
+
+@dataclasses.dataclass(frozen=True)
+class Bad:
+    family: str  # the family of bad values: "wrong type", "NaN", "out of range"...
+    label: str  # the value as the docs show it
+    value: object
+    error: type[Exception] | tuple[type[Exception], ...]
+
+
+def _bad(family: str, label: str, value: object, error=ValueError) -> Bad:
+    return Bad(family, label, value, error)
+
+
+def _scalar_families(low: str, *, zero_bad: bool = False, one_bad: bool = False, above_one_bad: bool = False):
+    """Bad values for a real scalar: wrong types, NaN, inf, out of range, wrong shapes."""
+    values = [
+        _bad("wrong type", '"0.5"', "0.5", TypeError),
+        _bad("wrong type", "None", None, TypeError),
+        _bad("wrong type", "True", True, TypeError),
+        _bad("wrong type", "0.5+0.5j", 0.5 + 0.5j, TypeError),
+        _bad("wrong type", "[0.5]", [0.5], TypeError),
+        _bad("NaN", "nan", NAN),
+        _bad("inf", "inf", INF),
+        _bad("negative", low, float(low)),
+        _bad("wrong shape", "np.array([0.5, 0.5])", np.array([0.5, 0.5])),
+        _bad("empty", "np.array([])", np.array([])),
+    ]
+    if zero_bad:
+        values.append(_bad("out of range", "0.0", 0.0))
+    if one_bad:
+        values.append(_bad("out of range", "1.0", 1.0))
+    if above_one_bad:
+        values.append(_bad("out of range", "1.5", 1.5))
+    return tuple(values)
+
+
+_NAMES_BAD = (
+    _bad("wrong type", "5", 5, TypeError),
+    _bad("wrong type", "None", None, TypeError),
+    _bad("empty", '""', ""),
+)
+FAMILIES: dict[str, tuple[Bad, ...]] = {
+    "floating array": (
+        _bad("wrong type", "[1.0, 2.0]", [1.0, 2.0], TypeError),
+        _bad("wrong type", '"x"', "x", TypeError),
+        _bad("wrong type", "None", None, TypeError),
+        _bad("wrong dtype", "int32 array", AsType(jnp.int32), TypeError),
+        _bad("wrong dtype", "bool array", AsType(bool), TypeError),
+        _bad("wrong dtype", "complex64 array", AsType(jnp.complex64), TypeError),
+    ),
+    "integer array": (
+        _bad("wrong type", "[0, 1]", [0, 1], TypeError),
+        _bad("wrong type", "None", None, TypeError),
+        _bad("wrong dtype", "float32 array", AsType(jnp.float32), TypeError),
+        _bad("wrong dtype", "bool array", AsType(bool), TypeError),
+        _bad("wrong shape", "int32 array (7,)", jnp.zeros(7, jnp.int32)),
+    ),
+    "probability": _scalar_families("-0.1", above_one_bad=True),
+    "open probability": _scalar_families("-0.1", zero_bad=True, one_bad=True, above_one_bad=True),
+    "non-negative scalar": _scalar_families("-1.0"),
+    "positive scalar": _scalar_families("-1.0", zero_bad=True),
+    "learnable scalar": (
+        _bad("wrong type", '"0.5"', "0.5", TypeError),
+        _bad("wrong type", "None", None, TypeError),
+        _bad("wrong type", "[0.0]", [0.0], TypeError),
+        _bad("wrong dtype", "0 (an int)", 0, TypeError),
+        _bad("wrong dtype", "True", True, TypeError),
+        _bad("NaN", "nan", NAN),
+        _bad("inf", "inf", INF),
+        _bad("inf", "-inf", -INF),
+        _bad("wrong shape", "jnp.zeros(3)", jnp.zeros(3)),
+        _bad("empty", "jnp.zeros(0)", jnp.zeros(0)),
+    ),
+    "PRNG key": (
+        _bad("wrong type", "0", 0, TypeError),
+        _bad("wrong type", '"0"', "0", TypeError),
+        _bad("wrong dtype", "float32[2]", jnp.zeros(2), TypeError),
+        _bad("wrong shape", "uint32[2, 2]", jnp.zeros((2, 2), jnp.uint32), TypeError),
+        _bad("wrong shape", "a batch of 2 keys", jax.random.split(KEY), ValueError),
+        _bad("missing", "None", None, (TypeError, ValueError)),
+    ),
+    "flag": (
+        _bad("wrong type", '"yes"', "yes", TypeError),
+        _bad("wrong type", "1", 1, TypeError),
+        _bad("wrong type", "1.0", 1.0, TypeError),
+        _bad("wrong type", "jnp.array([True])", jnp.array([True]), TypeError),
+    ),
+    "axes": (
+        _bad("out of range", "99", 99),
+        _bad("out of range", "-99", -99),
+        _bad("repeated", "(1, 1)", (1, 1)),
+        _bad("wrong type", "1.0", 1.0, TypeError),
+        _bad("wrong type", '"1"', "1", TypeError),
+        _bad("wrong type", "True", True, TypeError),
+        _bad("wrong type", "None", None, TypeError),
+        _bad("wrong type", "[[1]]", [[1]], TypeError),
+    ),
+    "axis": (
+        _bad("out of range", "99", 99),
+        _bad("out of range", "-99", -99),
+        _bad("wrong type", "1.0", 1.0, TypeError),
+        _bad("wrong type", '"1"', "1", TypeError),
+        _bad("wrong type", "True", True, TypeError),
+        _bad("wrong type", "None", None, TypeError),
+        _bad("wrong type", "(1, 2)", (1, 2), TypeError),
+    ),
+    "name of an option": (
+        _bad("out of range", '"other"', "other"),
+        _bad("empty", '""', ""),
+        _bad("wrong type", "5", 5, TypeError),
+        _bad("wrong type", "None", None, TypeError),
+    ),
+    "optional name of an option": (
+        _bad("out of range", '"other"', "other"),
+        _bad("empty", '""', ""),
+        _bad("wrong type", "5", 5, TypeError),
+    ),
+    "segment ids": (
+        _bad("wrong dtype", "float32 array", jnp.zeros((2, 5)), TypeError),
+        _bad("wrong shape", "int32 array (3,)", jnp.zeros(3, jnp.int32)),
+        _bad("wrong shape", "three arrays", (jnp.zeros((2, 5), jnp.int32),) * 3),
+    ),
+    "optional count": (
+        _bad("out of range", "0", 0),
+        _bad("negative", "-1", -1),
+        _bad("float where int", "2.5", 2.5, TypeError),
+        _bad("wrong type", '"3"', "3", TypeError),
+        _bad("wrong type", "True", True, TypeError),
+    ),
+    "count": (
+        _bad("out of range", "0", 0),
+        _bad("negative", "-1", -1),
+        _bad("float where int", "2.5", 2.5, TypeError),
+        _bad("float where int", "2.0", 2.0, TypeError),
+        _bad("NaN", "nan", NAN, TypeError),
+        _bad("wrong type", '"3"', "3", TypeError),
+        _bad("wrong type", "True", True, TypeError),
+        _bad("wrong type", "None", None, TypeError),
+    ),
+    "block size": (
+        _bad("out of range", "0", 0),
+        _bad("negative", "-1", -1),
+        _bad("out of range", "99 (larger than the map)", 99),
+        _bad("float where int", "2.5", 2.5, TypeError),
+        _bad("wrong type", '"2"', "2", TypeError),
+        _bad("wrong type", "True", True, TypeError),
+        _bad("wrong type", "None", None, TypeError),
+        _bad("wrong shape", "(2, 2, 2, 2, 2, 2)", (2,) * 6),
+        _bad("out of range", "(2, 0, 2)", (2, 0, 2)),
+    ),
+    "shape": (
+        _bad("float where int", "(2.7, 4, 3)", (2.7, 4, 3), TypeError),
+        _bad("negative", "(2, -1, 3)", (2, -1, 3)),
+        _bad("wrong type", "2.0", 2.0, TypeError),
+        _bad("wrong type", '"ab"', "ab", TypeError),
+        _bad("wrong type", "None", None, TypeError),
+        _bad("wrong type", "(True, 4, 3)", (True, 4, 3), TypeError),
+        _bad("wrong shape", "(2, 5, 3) (not the input's)", (2, 5, 3)),
+    ),
+    "fold-in data": (
+        _bad("float where int", "0.3", 0.3, TypeError),
+        _bad("float where int", "jnp.float32(1)", jnp.float32(1), TypeError),
+        _bad("NaN", "nan", NAN, TypeError),
+        _bad("inf", "inf", INF, TypeError),
+        _bad("negative", "-1", -1),
+        _bad("out of range", "2**32", 2**32),
+        _bad("wrong type", "True", True, TypeError),
+        _bad("wrong type", "None", None, TypeError),
+        _bad("wrong type", 'b"x"', b"x", TypeError),
+        _bad("wrong shape", "jnp.zeros(2, jnp.int32)", jnp.zeros(2, jnp.int32)),
+    ),
+    "leaf selector": (
+        _bad("wrong type", "5", 5, TypeError),
+        _bad("wrong type", "[1, 2]", [1, 2], TypeError),
+        _bad("wrong type", '("kernel", 3)', ("kernel", 3), TypeError),
+    ),
+    "pytree of floating arrays": (
+        _bad("wrong type", '"abc"', "abc", TypeError),
+        _bad("wrong type", '{"w": "abc"}', {"w": "abc"}, TypeError),
+        _bad("wrong dtype", "complex64 array", jnp.ones(3, jnp.complex64), TypeError),
+    ),
+    "attention bias or mask": (
+        _bad("wrong type", "[[1.0]]", [[1.0]], TypeError),
+        _bad("wrong type", '"x"', "x", TypeError),
+        _bad("wrong dtype", "complex64 array", jnp.ones((5, 5), jnp.complex64), TypeError),
+        _bad("wrong shape", "jnp.ones((3, 3))", jnp.ones((3, 3))),
+    ),
+    "dtype": (
+        _bad("wrong type", '"foo"', "foo", TypeError),
+        _bad("wrong dtype", "jnp.int32", jnp.int32, TypeError),
+        _bad("wrong dtype", "bool", bool, TypeError),
+    ),
+    "hook": (
+        _bad("wrong type", "5", 5, TypeError),
+        _bad("wrong type", '"einsum"', "einsum", TypeError),
+    ),
+    "flax module": (
+        _bad("wrong type", "5", 5, TypeError),
+        _bad("wrong type", '"layer"', "layer", TypeError),
+    ),
+    "function": (
+        _bad("wrong type", "5", 5, TypeError),
+        _bad("wrong type", "None", None, TypeError),
+    ),
+    "RNG collection name": _NAMES_BAD,
+    "mapped axis names": (
+        _bad("wrong type", "5", 5, TypeError),
+        _bad("wrong type", "[1]", [1], TypeError),
+        _bad("empty", '""', ""),
+    ),
+    "nnx RNGs": (
+        _bad("wrong type", "5", 5, TypeError),
+        _bad("wrong type", '"0"', "0", TypeError),
+    ),
+}
+# Kinds with no bad value of their own, and why.
+NOT_CHECKED: dict[str, str] = {
+    "any pytree": "any pytree is accepted; its selected leaves are checked (the hand-written `dropconnect_params` cases)",
+    "checked by JAX": "passed on to JAX, whose own error names it (`precision`)",
+    "checked by flax": "an argument of the wrapped flax layer (`features`, `kernel_size`...), checked by flax",
+    "flax plumbing": "flax's own module plumbing (`parent`, `name`)",
+    "forwarded": "forwarded unchanged to the user's function or model",
+}
+
+# The kind of each parameter, by name; ``KIND_OVERRIDES`` for a name that means something else in one callable.
+KINDS: dict[str, str] = {
+    **dict.fromkeys(("x", "w", "tokens_embedded", "branch", "residual", "query", "value", "inputs"), "floating array"),
+    "token_ids": "integer array",
+    **dict.fromkeys(("rate", "max_rate", "dropout_rate", "p"), "probability"),
+    **dict.fromkeys(("init_min", "init_max"), "open probability"),
+    **dict.fromkeys(("stddev", "weight_regularizer", "dropout_regularizer"), "non-negative scalar"),
+    "temperature": "positive scalar",
+    "p_logit": "learnable scalar",
+    **dict.fromkeys(("key", "dropout_rng"), "PRNG key"),
+    **dict.fromkeys(
+        (
+            "deterministic",
+            "inference",
+            "inverted",
+            "scale_by_keep",
+            "share_across_channels",
+            "broadcast_dropout",
+            "is_causal",
+            "force_fp32_for_softmax",
+            "enabled",
+        ),
+        "flag",
+    ),
+    "broadcast_dims": "axes",
+    **dict.fromkeys(("batch_axis", "channel_axis", "time_axis", "feature_axis"), "axis"),
+    **dict.fromkeys(("generator", "mode"), "name of an option"),
+    **dict.fromkeys(("depth", "input_dim"), "count"),
+    **dict.fromkeys(("block_q", "block_kv"), "optional count"),
+    "implementation": "optional name of an option",
+    "segment_ids": "segment ids",
+    "block_size": "block size",
+    "shape": "shape",
+    "data": "fold-in data",
+    "where": "leaf selector",
+    "params": "any pytree",
+    "weight": "pytree of floating arrays",
+    **dict.fromkeys(("bias", "mask"), "attention bias or mask"),
+    "dtype": "dtype",
+    **dict.fromkeys(
+        ("einsum_dot_general", "qk_attn_weights_einsum", "attn_weights_value_einsum", "promote_dtype"), "hook"
+    ),
+    **dict.fromkeys(("module", "layer", "model"), "flax module"),
+    "fn": "function",
+    "precision": "checked by JAX",
+    **dict.fromkeys(("rng_collection", "collection"), "RNG collection name"),
+    "axis_name": "mapped axis names",
+    "rngs": "nnx RNGs",
+    **dict.fromkeys(("parent", "name"), "flax plumbing"),
+    **dict.fromkeys(("args", "kwargs", "call_kwargs", "variables"), "forwarded"),
+}
+_FLAX_LAYER_ARGS = {
+    "features", "kernel_size", "strides", "padding", "input_dilation", "kernel_dilation", "feature_group_count",
+    "use_bias", "param_dtype", "kernel_init", "bias_init", "dot_general", "dot_general_cls", "conv_general_dilated",
+    "conv_general_dilated_cls", "in_features", "out_features", "linear_kwargs", "conv_kwargs",
+}  # fmt: skip
+KIND_OVERRIDES: dict[tuple[str, str], str] = {
+    ("jaxdrop.linen.ConcreteDropout", "input_dim"): "optional count",  # None: the input's last axis
+    ("jaxdrop.nnx.ConcreteDropout", "input_dim"): "optional count",
+    ("jaxdrop.dot_product_attention", "key"): "floating array",  # the attention key tensor; the PRNG key is dropout_rng
+    ("jaxdrop.linen.attention_fn", "key"): "floating array",
+    ("jaxdrop.inspect", "inputs"): "forwarded",
+    ("jaxdrop.linen.concrete_regularization", "variables"): "any pytree",
+    **{(f"jaxdrop.linen.{layer}", name): "checked by flax" for layer in ("DropConnectDense", "DropConnectConv") for name in (*_FLAX_LAYER_ARGS, "mask", "dtype", "precision", "promote_dtype")},
+    **{(f"jaxdrop.nnx.{layer}", name): "checked by flax" for layer in ("DropConnectLinear", "DropConnectConv") for name in (*_FLAX_LAYER_ARGS, "rngs")},
+}  # fmt: skip
+# Public callables that take no user arguments to check, and why.
+EXCLUDED: dict[str, str] = {
+    "jaxdrop.DropoutSite": "a row of `jaxdrop.inspect`'s report, built by jaxdrop",
+    "jaxdrop.InspectReport": "`jaxdrop.inspect`'s report, built by jaxdrop",
+    "jaxdrop.nnx.ConcreteRegularizer": "an `nnx.Variable` type that stores a computed regulariser",
+}
+
+
+def _functional(fn):
+    return lambda kwargs, mode: fn(**kwargs)
+
+
+def _fold_in(kwargs, mode):
+    return jaxdrop.fold_in(kwargs["key"], 1, kwargs["data"])
+
+
+def _locked_mask(kwargs, mode):
+    return jaxdrop.locked_mask(**kwargs)(X3)
+
+
+def _stochastic(kwargs, mode):
+    with jaxdrop.stochastic(**kwargs):
+        return None
+
+
+def _linen(cls, x, *extra):
+    def call(kwargs, mode):
+        layer = cls(**kwargs)
+        flag = {} if "deterministic" in kwargs else {"deterministic": mode == "deterministic"}
+        return layer.init({"params": KEY, "dropout": KEY}, x, *extra, **flag)
+
+    return call
+
+
+def _nnx(cls, x, *extra):
+    def call(kwargs, mode):
+        from flax import nnx
+
+        layer = cls(**{"rngs": nnx.Rngs(0), **kwargs})
+        flag = {} if "deterministic" in kwargs else {"deterministic": mode == "deterministic"}
+        return layer(x, *extra, **flag)
+
+    return call
+
+
+def _equinox(cls, x):
+    def call(kwargs, mode):
+        layer = cls(**kwargs)
+        flag = {} if "inference" in kwargs else {"inference": mode == "deterministic"}
+        return layer(x, key=KEY, **flag)
+
+    return call
+
+
+def _attention_call(fn):
+    return lambda kwargs, mode: fn(**kwargs)
+
+
+# name -> (call(kwargs, mode), a valid call's keyword arguments). ``mode`` is "deterministic", "zero" (a static rate
+# 0) or "active"; a call adapts it to its own flag.
+def _calls() -> dict[str, tuple[object, dict[str, object]]]:
+    rate_call = {"rate": 0.5, "key": KEY}
+    calls: dict[str, tuple[object, dict[str, object]]] = {
+        "jaxdrop.alpha_dropout": (_functional(jaxdrop.alpha_dropout), {"x": X3, **rate_call}),
+        "jaxdrop.concrete_dropout": (_functional(jaxdrop.concrete_dropout), {"x": X3, "p_logit": 0.0, "key": KEY}),
+        "jaxdrop.concrete_dropout_regularizer": (
+            _functional(jaxdrop.concrete_dropout_regularizer),
+            {"p_logit": 0.0, "weight": X3, "weight_regularizer": 1e-2, "dropout_regularizer": 1e-1, "input_dim": 3},
+        ),
+        "jaxdrop.dot_product_attention": (
+            _functional(jaxdrop.dot_product_attention),
+            {"query": QKV, "key": QKV, "value": QKV, "dropout_rng": KEY, "dropout_rate": 0.5},
+        ),
+        "jaxdrop.drop_path": (_functional(jaxdrop.drop_path), {"x": X3, **rate_call}),
+        "jaxdrop.dropblock": (_functional(jaxdrop.dropblock), {"x": X4, "block_size": 2, **rate_call}),
+        "jaxdrop.dropblock2d": (_functional(jaxdrop.dropblock2d), {"x": X4, "block_size": 2, **rate_call}),
+        "jaxdrop.dropblock3d": (_functional(jaxdrop.dropblock3d), {"x": X5, "block_size": 2, **rate_call}),
+        "jaxdrop.dropconnect": (_functional(jaxdrop.dropconnect), {"w": X3, **rate_call}),
+        "jaxdrop.dropconnect_params": (_functional(jaxdrop.dropconnect_params), {"params": {"w": X3}, **rate_call}),
+        "jaxdrop.dropout": (_functional(jaxdrop.dropout), {"x": X3, **rate_call}),
+        "jaxdrop.feature_alpha_dropout": (_functional(jaxdrop.feature_alpha_dropout), {"x": X4, **rate_call}),
+        "jaxdrop.fold_in": (_fold_in, {"key": KEY, "data": 2}),
+        "jaxdrop.gaussian_dropout": (_functional(jaxdrop.gaussian_dropout), {"x": X3, **rate_call}),
+        "jaxdrop.gaussian_noise": (_functional(jaxdrop.gaussian_noise), {"x": X3, "stddev": 0.5, "key": KEY}),
+        "jaxdrop.linear_drop_path_rates": (_functional(jaxdrop.linear_drop_path_rates), {"max_rate": 0.2, "depth": 4}),
+        "jaxdrop.locked_dropout": (_functional(jaxdrop.locked_dropout), {"x": X3, **rate_call}),
+        "jaxdrop.locked_mask": (_locked_mask, {"shape": X3.shape, **rate_call}),
+        "jaxdrop.residual_drop_path": (
+            _functional(jaxdrop.residual_drop_path),
+            {"residual": X3, "branch": X3, **rate_call},
+        ),
+        "jaxdrop.spatial_dropout": (_functional(jaxdrop.spatial_dropout), {"x": X4, **rate_call}),
+        "jaxdrop.spatial_dropout1d": (_functional(jaxdrop.spatial_dropout1d), {"x": X3, **rate_call}),
+        "jaxdrop.spatial_dropout2d": (_functional(jaxdrop.spatial_dropout2d), {"x": X4, **rate_call}),
+        "jaxdrop.spatial_dropout3d": (_functional(jaxdrop.spatial_dropout3d), {"x": X5, **rate_call}),
+        "jaxdrop.token_dropout": (_functional(jaxdrop.token_dropout), {"x": X3, **rate_call}),
+        "jaxdrop.word_dropout": (
+            _functional(jaxdrop.word_dropout),
+            {"tokens_embedded": X3, "token_ids": IDS, **rate_call},
+        ),
+        "jaxdrop.stochastic": (_stochastic, {"enabled": True}),
+        "jaxdrop.assert_deterministic": (lambda kwargs, mode: jaxdrop.assert_deterministic(kwargs["fn"], X3), {"fn": lambda x: x * 2}),
+        "jaxdrop.inspect": (lambda kwargs, mode: jaxdrop.inspect(kwargs["model"], X3), {"model": _linen_model()}),
+    }  # fmt: skip
+    if importlib.util.find_spec("flax") is not None:
+        import flax.linen as nn
+
+        import jaxdrop.linen as L
+        import jaxdrop.nnx as N
+
+        for name in ("Dropout", "AlphaDropout", "GaussianDropout", "DropPath", "LockedDropout", "TokenDropout"):
+            calls[f"jaxdrop.linen.{name}"] = (_linen(getattr(L, name), X3), {"rate": 0.5})
+            calls[f"jaxdrop.nnx.{name}"] = (_nnx(getattr(N, name), X3), {"rate": 0.5})
+        for name in ("SpatialDropout", "FeatureAlphaDropout"):
+            calls[f"jaxdrop.linen.{name}"] = (_linen(getattr(L, name), X4), {"rate": 0.5})
+            calls[f"jaxdrop.nnx.{name}"] = (_nnx(getattr(N, name), X4), {"rate": 0.5})
+        calls["jaxdrop.linen.DropBlock"] = (_linen(L.DropBlock, X4), {"rate": 0.5, "block_size": 2})
+        calls["jaxdrop.nnx.DropBlock"] = (_nnx(N.DropBlock, X4), {"rate": 0.5, "block_size": 2})
+        calls["jaxdrop.linen.GaussianNoise"] = (_linen(L.GaussianNoise, X3), {"stddev": 0.5})
+        calls["jaxdrop.nnx.GaussianNoise"] = (_nnx(N.GaussianNoise, X3), {"stddev": 0.5})
+        calls["jaxdrop.linen.WordDropout"] = (_linen(L.WordDropout, X3, IDS), {"rate": 0.5})
+        calls["jaxdrop.nnx.WordDropout"] = (_nnx(N.WordDropout, X3, IDS), {"rate": 0.5})
+        calls["jaxdrop.linen.DropConnectDense"] = (_linen(L.DropConnectDense, X2), {"features": 3, "rate": 0.5})
+        calls["jaxdrop.linen.DropConnectConv"] = (
+            _linen(L.DropConnectConv, X4),
+            {"features": 2, "kernel_size": (3, 3), "rate": 0.5},
+        )
+        calls["jaxdrop.nnx.DropConnectLinear"] = (
+            _nnx(N.DropConnectLinear, X2),
+            {"in_features": 4, "out_features": 3, "rate": 0.5},
+        )
+        calls["jaxdrop.nnx.DropConnectConv"] = (
+            _nnx(N.DropConnectConv, X4),
+            {"in_features": 3, "out_features": 2, "kernel_size": (3, 3), "rate": 0.5},
+        )
+        calls["jaxdrop.linen.ConcreteDropout"] = (_linen(L.ConcreteDropout, X2), {"layer": nn.Dense(3)})
+        calls["jaxdrop.nnx.ConcreteDropout"] = (_nnx(N.ConcreteDropout, X2), {"layer": None})
+        calls["jaxdrop.linen.attention_fn"] = (  # jaxdrop.nnx.attention_fn is the same function
+            _functional(L.attention_fn),
+            {"query": QKV, "key": QKV, "value": QKV, "dropout_rng": KEY, "dropout_rate": 0.5},
+        )
+        calls["jaxdrop.linen.concrete_regularization"] = (
+            _functional(L.concrete_regularization),
+            {"variables": {"losses": {}}, "collection": "losses"},
+        )
+        calls["jaxdrop.nnx.concrete_regularization"] = (
+            _functional(N.concrete_regularization),
+            {"model": N.Dropout(0.5)},
+        )
+    if importlib.util.find_spec("equinox") is not None:
+        import jaxdrop.equinox as E
+
+        calls["jaxdrop.equinox.Dropout"] = (_equinox(E.Dropout, X2), {"p": 0.5})
+        calls["jaxdrop.equinox.AlphaDropout"] = (_equinox(E.AlphaDropout, X2), {"p": 0.5})
+        calls["jaxdrop.equinox.GaussianDropout"] = (_equinox(E.GaussianDropout, X2), {"p": 0.5})
+        calls["jaxdrop.equinox.DropPath"] = (_equinox(E.DropPath, X2), {"p": 0.5})
+        calls["jaxdrop.equinox.LockedDropout"] = (_equinox(E.LockedDropout, X2), {"p": 0.5})
+        calls["jaxdrop.equinox.SpatialDropout"] = (_equinox(E.SpatialDropout, X3), {"p": 0.5})
+        calls["jaxdrop.equinox.DropBlock"] = (_equinox(E.DropBlock, X4[0]), {"p": 0.5, "block_size": 2})
+    return calls
+
+
+def _linen_model():
+    import jaxdrop.linen as L
+
+    return L.Dropout(0.5, deterministic=True)
+
+
+CALLS = _calls()
+RATE_PARAMS = ("rate", "stddev", "dropout_rate", "p")
+FLAG_PARAMS = ("deterministic", "inference")
+# How each kind is checked: the function of ``jaxdrop._checks`` (or where the check lives when it is not generic).
+CHECKED_BY: dict[str, str] = {
+    "floating array": "`_checks.floating_array`",
+    "integer array": "`_checks.integer_array`",
+    "probability": "`_checks.probability`",
+    "open probability": "`_checks.probability(open_interval=True)`",
+    "non-negative scalar": "`_checks.non_negative`",
+    "positive scalar": "`_checks.non_negative(strict=True)`",
+    "learnable scalar": "`_checks.floating_scalar`",
+    "PRNG key": "`_checks.key` / `_checks.prng_key`",
+    "flag": "`_checks.static_bool`",
+    "axes": "`_checks.axes`",
+    "axis": "`_checks.axis`",
+    "name of an option": "`_checks.choice`",
+    "count": "`_checks.positive_int`",
+    "optional name of an option": "`_checks.choice` unless None",
+    "segment ids": "`functional/_blockwise.py`",
+    "optional count": "`_checks.positive_int` unless None",
+    "block size": "`_checks.positive_int`, then the feature map's size",
+    "shape": "`_checks.shape`, then the input's shape when the mask is applied",
+    "fold-in data": "`jaxdrop.keys` (`_checks.int_in_range` for ints)",
+    "leaf selector": "`functional/_weights.py`",
+    "pytree of floating arrays": "`_checks.floating_array` on each leaf",
+    "attention bias or mask": "`functional/_attention.py` (`_checks.array`, then the logits' shape)",
+    "dtype": "`functional/_attention.py`",
+    "hook": "`_checks.optional_callable`",
+    "flax module": "the layers, `jaxdrop.inspect`",
+    "function": "`jaxdrop.debug`",
+    "RNG collection name": "the layers",
+    "mapped axis names": "the layers",
+    "nnx RNGs": "`jaxdrop.nnx` (flax's wording)",
+}
+# Errors that keep flax's wording (no backticks), so code matching on flax's messages keeps working.
+FLAX_WORDING = {"rngs"}
+
+
+def _is_layer(name: str) -> bool:
+    return name.split(".")[1] in ("linen", "nnx", "equinox") and inspect.isclass(_public()[name])
+
+
+@functools.cache
+def _public() -> dict[str, object]:
+    """Every public callable, under the name users reach it by first (``jaxdrop.dropout``, not ``...functional``)."""
+    found: dict[str, object] = {}
+    seen: set[int] = set()
+
+    def add(prefix: str, module, names) -> None:
+        for attr in names:
+            obj = getattr(module, attr)
+            if inspect.ismodule(obj) or not callable(obj) or id(obj) in seen:
+                continue
+            seen.add(id(obj))
+            found[f"{prefix}.{attr}"] = obj
+
+    add("jaxdrop", jaxdrop, jaxdrop.__all__)
+    add("jaxdrop.functional", jaxdrop.functional, jaxdrop.functional.__all__)
+    keys_names = [
+        n
+        for n, o in vars(jaxdrop.keys).items()
+        if not n.startswith("_") and getattr(o, "__module__", "") == "jaxdrop.keys"
+    ]
+    add("jaxdrop.keys", jaxdrop.keys, keys_names)
+    for namespace, package in (("linen", "flax"), ("nnx", "flax"), ("equinox", "equinox")):
+        if importlib.util.find_spec(package) is not None:
+            module = importlib.import_module(f"jaxdrop.{namespace}")
+            add(f"jaxdrop.{namespace}", module, module.__all__)
+    return found
+
+
+def _parameters(obj) -> list[str]:
+    signature = inspect.signature(obj)
+    kinds = [p.kind for p in signature.parameters.values()]
+    if inspect.isclass(obj) and kinds == [inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD]:
+        signature = inspect.signature(obj.__init__)  # nnx modules hide their __init__ behind a metaclass
+        return [p for p in list(signature.parameters)[1:]]
+    return list(signature.parameters)
+
+
+def kind_of(name: str, param: str) -> str | None:
+    return KIND_OVERRIDES.get((name, param), KINDS.get(param))
+
+
+def _checked_arguments() -> list[tuple[str, str, str]]:
+    out = []
+    for name, obj in _public().items():
+        if name in EXCLUDED or name not in CALLS:
+            continue
+        for param in _parameters(obj):
+            kind = kind_of(name, param)
+            if kind in FAMILIES:
+                out.append((name, param, kind))
+    return out
+
+
+def _modes(name: str, param: str, kind: str) -> list[str]:
+    """The paths a bad value is tried on: every short-cut the callable has, then the active path."""
+    if kind == "PRNG key":
+        return ["active"]  # a key is only needed when randomness is drawn
+    params = _parameters(_public()[name])
+    modes = []
+    if param not in FLAG_PARAMS and (any(flag in params for flag in FLAG_PARAMS) or _is_layer(name)):
+        modes.append("deterministic")
+    if any(rate in params and rate != param for rate in RATE_PARAMS):
+        modes.append("zero")
+    return [*modes, "active"]
+
+
+def _arguments(name: str, param: str, value: object, mode: str) -> dict[str, object]:
+    if isinstance(value, AsType):
+        value = jnp.asarray(CALLS[name][1][param]).astype(value.dtype)
+    kwargs = {**CALLS[name][1], param: value}
+    params = _parameters(_public()[name])
+    if mode == "deterministic" and not _is_layer(name) and "deterministic" in params:
+        kwargs["deterministic"] = True
+    if mode == "zero":
+        rate = next(rate for rate in RATE_PARAMS if rate in params and rate != param)
+        kwargs[rate] = 0.0
+    return kwargs
+
+
+def check_argument(name: str, param: str, kind: str, *, thorough: bool = True) -> list[str]:
+    """Every bad value of ``kind`` for ``param`` of ``name`` on every path; returns what went wrong.
+
+    Not ``thorough``: one bad value per family, on the first short-cut path only (where a check is most easily
+    skipped); the layers run so (a layer call is slow), and thoroughly in the slow run.
+    """
+    call = CALLS[name][0]
+    modes = _modes(name, param, kind)
+    bads = FAMILIES[kind]
+    if not thorough:
+        modes = modes[:1]
+        bads = tuple({bad.family: bad for bad in reversed(bads)}.values())  # the first of each family
+    problems = []
+    for bad in bads:
+        for mode in modes:
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    call(_arguments(name, param, bad.value, mode), mode)
+            except bad.error as err:
+                message = str(err)
+                named = f"`{param}" in message or (param in FLAX_WORDING and re.search(rf"\b{param}\b", message))
+                if not named:
+                    problems.append(f"{param}={bad.label} ({mode}): the message does not name `{param}`: {message}")
+            except Exception as err:  # any other error is a finding
+                problems.append(f"{param}={bad.label} ({mode}): raised {type(err).__name__}: {str(err)[:200]}")
+            else:
+                problems.append(f"{param}={bad.label} ({mode}): accepted silently")
+    return problems
+
+
+# (callable, parameter) -> why it still fails; each must fail until fixed (strict), then the entry goes.
+KNOWN_GENERATED: dict[tuple[str, str], str] = {}
+
+
+def test_every_public_argument_has_a_kind():
+    unknown = []
+    for name, obj in _public().items():
+        if name in EXCLUDED:
+            continue
+        if name not in CALLS:
+            unknown.append(f"{name}: no valid call in CALLS")
+            continue
+        for param in _parameters(obj):
+            kind = kind_of(name, param)
+            if kind not in FAMILIES and kind not in NOT_CHECKED:
+                unknown.append(f"{name}({param}=...): unknown kind {kind!r}; add it to KINDS")
+    assert not unknown, "\n".join(unknown)
+    assert set(CALLS) <= set(_public()), sorted(set(CALLS) - set(_public()))
+    assert set(KNOWN_GENERATED) <= {(name, param) for name, param, _ in _checked_arguments()}
+
+
+def _generated_params(layers: bool):
+    for name, param, kind in _checked_arguments():
+        if _is_layer(name) != layers:
+            continue
+        reason = KNOWN_GENERATED.get((name, param))
+        marks = [pytest.mark.xfail(strict=True, reason=reason)] if reason else []
+        yield pytest.param(name, param, kind, id=f"{name.removeprefix('jaxdrop.')}/{param}", marks=marks)
+
+
+@pytest.mark.parametrize(("name", "param", "kind"), list(_generated_params(layers=False)))
+def test_every_bad_argument_raises_naming_it(name, param, kind):
+    problems = check_argument(name, param, kind)
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize(("name", "param", "kind"), list(_generated_params(layers=True)))
+def test_every_bad_layer_argument_raises_naming_it(name, param, kind):
+    problems = check_argument(name, param, kind, thorough=False)
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("name", "param", "kind"), list(_generated_params(layers=True)))
+def test_every_bad_layer_argument_raises_naming_it_on_every_path(name, param, kind):
+    problems = check_argument(name, param, kind)
+    assert not problems, "\n".join(problems)
+
+
+def _error_name(error) -> str:
+    return "/".join(e.__name__ for e in (error if isinstance(error, tuple) else (error,)))
+
+
+def _tried(bads: tuple[Bad, ...]) -> str:
+    groups: dict[str, list[Bad]] = {}
+    for bad in bads:
+        groups.setdefault(bad.family, []).append(bad)
+    parts = []
+    for family, items in groups.items():
+        errors = {_error_name(bad.error) for bad in items}
+        if len(errors) == 1:
+            parts.append(f"{family}: {', '.join(f'`{bad.label}`' for bad in items)} ({errors.pop()})")
+        else:
+            parts.append(f"{family}: " + ", ".join(f"`{bad.label}` ({_error_name(bad.error)})" for bad in items))
+    return "; ".join(parts)
+
+
+def api_tables() -> str:
+    """The generated part of docs/bad_input.md: the kinds and their bad values, and every callable's arguments."""
+    lines = [
+        "| kind | checked by | bad values tried (each must raise the error shown, naming the argument) |",
+        "| --- | --- | --- |",
+    ]
+    for kind, bads in FAMILIES.items():
+        lines.append(f"| {kind} | {CHECKED_BY[kind]} | {_tried(bads)} |")
+    for kind, reason in NOT_CHECKED.items():
+        lines.append(f"| {kind} | - | none: {reason} |")
+    lines += ["", "| callable | arguments by kind |", "| --- | --- |"]
+    for name, obj in _public().items():
+        if name in EXCLUDED:
+            lines.append(f"| `{name}` | not checked: {EXCLUDED[name]} |")
+            continue
+        by_kind: dict[str, list[str]] = {}
+        for param in _parameters(obj):
+            by_kind.setdefault(kind_of(name, param) or "**unknown**", []).append(f"`{param}`")
+        cells = "; ".join(f"{kind}: {', '.join(params)}" for kind, params in by_kind.items())
+        lines.append(f"| `{name}` | {cells} |")
+    if KNOWN_GENERATED:
+        lines += ["", "Known failures, each a strict `xfail` until fixed:", ""]
+        lines += [f"- `{name}({param}=...)`: {reason}" for (name, param), reason in KNOWN_GENERATED.items()]
+    return "\n".join(lines)
+
+
+DOCS = Path(__file__).parent.parent / "docs" / "bad_input.md"
+BEGIN, END = "<!-- {} table: generated by `python tests/test_bad_input.py --write` -->", "<!-- end of the {} table -->"
+
+
+def markdown_table() -> str:
+    """The hand-written cases as the markdown table of docs/bad_input.md, with each call's actual message."""
     rows = ["| case | call | raises | message |", "| --- | --- | --- | --- |"]
     for name, call, error, _ in CASES:
         source = inspect.getsource(call).strip()
@@ -238,5 +984,33 @@ def markdown_table() -> str:
     return "\n".join(rows)
 
 
-if __name__ == "__main__":  # regenerate the table of docs/bad_input.md: python tests/test_bad_input.py
-    print(markdown_table())
+def _section(text: str, label: str) -> tuple[int, int]:
+    begin, end = BEGIN.format(label), END.format(label)
+    start = text.index(begin) + len(begin)
+    return start, text.index(end, start)
+
+
+def spliced_docs() -> str:
+    """docs/bad_input.md with both tables regenerated."""
+    text = DOCS.read_text()
+    for label, table in (("cases", markdown_table()), ("API", api_tables())):
+        start, stop = _section(text, label)
+        text = text[:start] + "\n\n" + table + "\n\n" + text[stop:]
+    return text
+
+
+def test_generated_api_table_is_up_to_date():
+    if importlib.util.find_spec("equinox") is None:
+        pytest.skip("the committed table lists the Equinox layers: regenerate it where Equinox is installed")
+    text = DOCS.read_text()
+    start, stop = _section(text, "API")
+    assert text[start:stop].strip() == api_tables(), (
+        "regenerate docs/bad_input.md: python tests/test_bad_input.py --write"
+    )
+
+
+if __name__ == "__main__":  # python tests/test_bad_input.py [--write]: print (or write into the docs) both tables
+    if "--write" in sys.argv:
+        DOCS.write_text(spliced_docs())
+    else:
+        print(markdown_table(), api_tables(), sep="\n\n")
