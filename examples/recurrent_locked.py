@@ -84,13 +84,18 @@ def forward(params, tokens, *, mode, rate, key, deterministic=False):
 
 
 def sequence_loss(logits, targets):
-    return _common.cross_entropy(logits.reshape(-1, VOCAB), targets.reshape(-1))
+    return optax.softmax_cross_entropy_with_integer_labels(logits.reshape(-1, VOCAB), targets.reshape(-1)).mean()
 
 
 def train(mode, rate, data, args):
-    params = init_params(jax.random.key(args.seed), args.embed, args.hidden)
+    """One GRU per seed (initialisation, batches, masks) for this dropout ``mode``, trained in one ``vmap``.
+
+    Every mode uses the same seeds, so the three modes see the same initialisations and batches (paired).
+    """
+    seeds = jnp.arange(args.seeds) + args.seed
+    params = jax.vmap(lambda s: init_params(jax.random.key(s), args.embed, args.hidden))(seeds)
     optimizer = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(3e-3))
-    opt_state = optimizer.init(params)
+    opt_state = jax.vmap(optimizer.init)(params)
     train_array = jnp.asarray(data["train"])
 
     def loss_fn(p, key, batch):
@@ -100,29 +105,33 @@ def train(mode, rate, data, args):
 
     @jax.jit
     def train_chunk(params, opt_state, steps):
-        def step(carry, step_index):
-            params, opt_state = carry
-            key = jaxdrop.fold_in(jax.random.key(args.seed + 1), step_index)
+        def one_seed(params, opt_state, seed, step_index):
+            key = jaxdrop.fold_in(jax.random.key(seed), "batches", step_index)
             starts = jax.random.randint(key, (args.batch_size,), 0, len(data["train"]) - args.context - 1)
             batch = jax.vmap(lambda s: jax.lax.dynamic_slice_in_dim(train_array, s, args.context + 1))(starts)
-            return update(params, opt_state, jaxdrop.fold_in(key, "dropout"), batch), None
+            return update(params, opt_state, jaxdrop.fold_in(key, "dropout"), batch)
+
+        def step(carry, step_index):
+            return jax.vmap(one_seed, in_axes=(0, 0, 0, None))(*carry, seeds, step_index), None
 
         return jax.lax.scan(step, (params, opt_state), steps)[0]
 
     @jax.jit
     def evaluate(params):
-        def loss_of(windows):
+        def loss_of(params, windows):
             logits = forward(params, windows[:, :-1], mode=mode, rate=rate, key=None, deterministic=True)
             return sequence_loss(logits, windows[:, 1:])
 
-        return loss_of(data["train_windows"]), loss_of(data["val_windows"])
+        every_seed = jax.vmap(loss_of, in_axes=(0, None))
+        return every_seed(params, data["train_windows"]), every_seed(params, data["val_windows"])
 
     num_evals = 12
     chunk = max(1, args.steps // num_evals)
-    history = []
-    for start in _common.progress(range(0, chunk * num_evals, chunk), desc=f"GRU, {mode}", quiet=args.quiet):
+    history = []  # (step, train loss per seed, validation loss per seed)
+    desc = f"GRU, {mode}, {len(seeds)} seeds"
+    for start in _common.progress(range(0, chunk * num_evals, chunk), desc=desc, quiet=args.quiet):
         params, opt_state = train_chunk(params, opt_state, jnp.arange(start, start + chunk))
-        history.append((start + chunk, *(float(v) for v in evaluate(params))))
+        history.append((start + chunk, *(np.asarray(v) for v in evaluate(params))))
     return history
 
 
@@ -136,9 +145,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     p.add_argument("--hidden", type=int, default=128)
     p.add_argument("--context", type=int, default=64)
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--seeds", type=int, default=3, help="initialisations, batch orders and masks, in one vmap")
     args = p.parse_args(argv)
     if args.quick:
         args.train_chars, args.val_chars, args.steps, args.hidden, args.context = 20_000, 4_000, 36, 48, 32
+        args.seeds = 1
     out = _common.out_dir(args)
     tokens = datasets.encode_ascii(datasets.python_source_text(args.train_chars + args.val_chars))
     train_tokens, val_tokens = tokens[: args.train_chars], tokens[args.train_chars :]
@@ -154,34 +165,68 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "train_windows": windows(train_tokens)[: len(val_windows)],
     }
     histories = {mode: train(mode, 0.0 if mode == "none" else args.rate, data, args) for mode in MODES}
+    final = {mode: (h[-1][1], h[-1][2]) for mode, h in histories.items()}  # per seed
+    best_val = {mode: np.min(np.stack([x[2] for x in h]), axis=0) for mode, h in histories.items()}
     results = {
-        mode: {"final_train_loss": h[-1][1], "final_val_loss": h[-1][2], "best_val_loss": min(x[2] for x in h)}
-        for mode, h in histories.items()
+        mode: {
+            "final_train_loss": float(final[mode][0].mean()),
+            "final_val_loss": float(final[mode][1].mean()),
+            "best_val_loss": float(best_val[mode].mean()),
+            "turn_up": float((final[mode][1] - best_val[mode]).mean()),
+        }
+        for mode in MODES
     }
     rows = [
-        (m, f"{r['final_train_loss']:.3f}", f"{r['final_val_loss']:.3f}", f"{r['best_val_loss']:.3f}")
-        for m, r in results.items()
+        (
+            mode,
+            f"{results[mode]['final_train_loss']:.3f}",
+            _common.mean_se(final[mode][1]),
+            _common.mean_se(best_val[mode]),
+            _common.mean_se(final[mode][1] - best_val[mode]),
+        )
+        for mode in MODES
     ]
+    pairs = (("naive", "none"), ("locked", "none"), ("locked", "naive"))
+    versus = {pair: _common.compare(final[pair[0]][1], final[pair[1]][1]) for pair in pairs}
+    comparison_lines = [f"- {a} minus {b}: {detail} ({word})" for (a, b), (word, detail) in versus.items()]
+    num_seeds = len(final["none"][1])
     report = (
         "# GRU language model: naive vs variational (locked) dropout (examples/recurrent_locked.py"
         f"{' --quick' if args.quick else ''})\n\n"
         f"Python standard library source, {len(train_tokens):,} training / {len(val_tokens):,} validation characters; "
         f"GRU embed {args.embed}, hidden {args.hidden}, context {args.context}, batch {args.batch_size}, "
-        f"{histories['none'][-1][0]} Adam steps; dropout {args.rate} on embeddings, recurrent state and outputs. "
-        "Losses in nats per character (dropout off for evaluation).\n\n"
-        + _common.markdown_table(["dropout", "final train loss", "final val loss", "best val loss"], rows)
+        f"{histories['none'][-1][0]} Adam steps; dropout {args.rate} on embeddings, recurrent state and outputs; "
+        f"{num_seeds} seeds (initialisation, batch order and masks, shared by the three modes). Losses in nats per "
+        "character (dropout off for evaluation), mean ± standard error over seeds; `turn-up` is how far the final "
+        "validation loss sits above its best (overfitting).\n\n"
+        + _common.markdown_table(["dropout", "final train loss", "final val loss", "best val loss", "turn-up"], rows)
+        + "\n\nFinal validation loss, paired by seed (higher or lower only beyond two standard errors):\n\n"
+        + "\n".join(comparison_lines)
+        + "\n"
     )
     print(report)
     _common.write_text(out, "recurrent_locked.md", report)
 
     plt = _common.pyplot()
-    fig, ax = plt.subplots(figsize=(6.5, 4))
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
     for i, (mode, history) in enumerate(histories.items()):
         steps = [h[0] for h in history]
-        ax.plot(steps, [h[1] for h in history], "--", color=f"C{i}", label=f"{mode}: train")
-        ax.plot(steps, [h[2] for h in history], "-", color=f"C{i}", label=f"{mode}: validation")
-    ax.set(xlabel="training step", ylabel="cross-entropy (nats/char)", title="GRU: naive vs locked dropout")
-    ax.legend()
+        for column, style, label in ((1, "--", "train"), (2, "-", "validation")):
+            mean, error = _common.seed_stats(np.stack([h[column] for h in history]), axis=1)
+            ax.plot(steps, mean, style, color=f"C{i}", label=f"{mode}: {label}")
+            if num_seeds > 1:
+                ax.fill_between(steps, mean - 2 * error, mean + 2 * error, color=f"C{i}", alpha=0.2, lw=0)
+    word, detail = versus[("locked", "naive")]
+    ax.set(xlabel="training step", ylabel="cross-entropy (nats/char)")
+    ax.set_title(
+        "Final val loss above its best (overfitting): "
+        + ", ".join(f"{mode} {results[mode]['turn_up']:.3f}" for mode in MODES)
+        + f"\nfinal val loss, locked minus naive: {word} ({detail}); {num_seeds} seed(s)",
+        fontsize=9,
+    )
+    if num_seeds > 1:
+        ax.plot([], [], color="gray", alpha=0.4, lw=6, label="± 2 s.e. over seeds")
+    ax.legend(fontsize=8)
     _common.save_figure(fig, out, "recurrent_locked.png")
     return results
 

@@ -59,7 +59,7 @@ def mc_expected_loss(key, x, y, w, rate, inverted, num_samples):
     ``dropout_loss`` is a module-level function and the rate an array, so every call reuses one compiled program.
     """
     rate = jnp.asarray(rate, jnp.float32)
-    losses = jaxdrop.mc.sample(dropout_loss, key, num_samples, x, y, w, rate, inverted, chunk_size=1000)
+    losses = jaxdrop.mc.sample(dropout_loss, x, y, w, rate, inverted, key=key, num_samples=num_samples, chunk_size=1000)
     return float(losses.mean()), float(losses.std() / np.sqrt(num_samples))
 
 

@@ -9,7 +9,8 @@ scikit-learn's digits with
 - the linear schedule, ``p_L = 0.5`` (the paper's choice);
 - a uniform rate with the same expected number of dropped blocks.
 
-``jaxdrop.residual_drop_path`` takes the rates as traced values, so the three networks are trained in one ``vmap``.
+``jaxdrop.residual_drop_path`` takes the rates as traced values, so the three networks, for several seeds, are
+trained in one ``vmap``.
 """
 
 from __future__ import annotations
@@ -62,9 +63,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     p.add_argument("--final-rate", type=float, default=0.5, help="p_L, the drop rate of the last block")
     p.add_argument("--train-size", type=int, default=500)
     p.add_argument("--epochs", type=int, default=150)
+    p.add_argument("--seeds", type=int, default=3, help="initialisations, batch orders and masks (data split fixed)")
     args = p.parse_args(argv)
     if args.quick:
-        args.depth, args.width, args.epochs = 6, 64, 20
+        args.depth, args.width, args.epochs, args.seeds = 6, 64, 20, 2
     out = _common.out_dir(args)
     images, labels = datasets.digits()
     inputs = images.reshape(len(images), -1)
@@ -79,83 +81,128 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         f"linear, p_L = {args.final_rate}": linear,
         f"uniform {linear.mean():.2f}": np.full(args.depth, linear.mean(), np.float32),
     }
+    # Models are (seed, schedule); the schedules of a seed share the initialisation and the batches (paired).
     rates = jnp.asarray(np.stack(list(schedules.values())))
-    init = init_params(jax.random.key(args.seed), inputs.shape[1], args.width, args.depth)
-    params = jax.tree.map(lambda a: jnp.broadcast_to(a, (len(schedules), *a.shape)), init)
+    seeds = jnp.arange(args.seeds) + args.seed
+    init = jax.vmap(lambda s: init_params(jax.random.key(s), inputs.shape[1], args.width, args.depth))(seeds)
+    params = jax.tree.map(lambda a: jnp.broadcast_to(a[:, None], (len(seeds), len(schedules), *a.shape[1:])), init)
     optimizer = optax.adam(1e-3)
-    opt_state = jax.vmap(optimizer.init)(params)
+    opt_state = jax.vmap(jax.vmap(optimizer.init))(params)
 
     def loss_fn(p, key, r, xb, yb):
-        return _common.cross_entropy(forward(p, xb, r, key=key), yb)
+        return optax.softmax_cross_entropy_with_integer_labels(forward(p, xb, r, key=key), yb).mean()
 
     one_model = _common.gradient_step(optimizer, loss_fn)
 
     @jax.jit
     def epoch(params, opt_state, batches, epoch_index):
         def step(carry, inputs):
-            batch, i = inputs
-            key = jaxdrop.fold_in(jax.random.key(args.seed + 1), epoch_index, i)
-            carry = jax.vmap(one_model, in_axes=(0, 0, None, 0, None, None))(
-                *carry, key, rates, x_train[batch], y_train[batch]
-            )
-            return carry, None
+            batch, i = inputs  # batch: (seeds, batch_size)
 
-        return jax.lax.scan(step, (params, opt_state), (batches, jnp.arange(len(batches))))[0]
+            def one_seed(params, opt_state, seed, batch):
+                key = jaxdrop.fold_in(jax.random.key(seed), "drop path", epoch_index, i)
+                return jax.vmap(one_model, in_axes=(0, 0, None, 0, None, None))(
+                    params, opt_state, key, rates, x_train[batch], y_train[batch]
+                )
+
+            return jax.vmap(one_seed)(*carry, seeds, batch), None
+
+        steps = jnp.arange(batches.shape[1])
+        return jax.lax.scan(step, (params, opt_state), (jnp.swapaxes(batches, 0, 1), steps))[0]
 
     @jax.jit
     def evaluate(params):
-        logits = jax.vmap(lambda p, r: forward(p, x_test, r, key=None, deterministic=True))(params, rates)
-        train_logits = jax.vmap(lambda p, r: forward(p, x_train, r, key=None, deterministic=True))(params, rates)
-        test_acc = jnp.mean(jnp.argmax(logits, -1) == y_test, axis=1)
-        train_acc = jnp.mean(jnp.argmax(train_logits, -1) == y_train, axis=1)
-        test_loss = jax.vmap(_common.cross_entropy, in_axes=(0, None))(logits, y_test)
-        return train_acc, test_acc, test_loss
+        def one_model(p, r):
+            logits = forward(p, x_test, r, key=None, deterministic=True)
+            train_logits = forward(p, x_train, r, key=None, deterministic=True)
+            test_loss = optax.softmax_cross_entropy_with_integer_labels(logits, y_test).mean()
+            return (
+                jnp.mean(jnp.argmax(train_logits, -1) == y_train),
+                jnp.mean(jnp.argmax(logits, -1) == y_test),
+                test_loss,
+            )
 
-    rng = np.random.RandomState(args.seed)
+        return jax.vmap(jax.vmap(one_model), in_axes=(0, None))(params, rates)  # each (seeds, schedules)
+
+    rngs = [np.random.RandomState(int(seed)) for seed in seeds]
     history = []
-    for epoch_index in _common.progress(range(args.epochs), desc="3 residual nets in one vmap", quiet=args.quiet):
-        batches = jnp.asarray(_common.minibatches(rng, len(x_train), 50))
-        params, opt_state = epoch(params, opt_state, batches, epoch_index)
+    num_models = len(seeds) * len(schedules)
+    for epoch_index in _common.progress(
+        range(args.epochs), desc=f"{num_models} residual nets in one vmap", quiet=args.quiet
+    ):
+        batches = np.stack([_common.minibatches(rng, len(x_train), 50) for rng in rngs])
+        params, opt_state = epoch(params, opt_state, jnp.asarray(batches), epoch_index)
         if (epoch_index + 1) % max(1, args.epochs // 15) == 0 or epoch_index == args.epochs - 1:
             history.append((epoch_index + 1, *(np.asarray(v) for v in evaluate(params))))
     _, train_acc, test_acc, test_loss = history[-1]
+    names = list(schedules)
     results = {
         name: {
-            "train_acc": float(train_acc[i]),
-            "test_acc": float(test_acc[i]),
-            "test_loss": float(test_loss[i]),
+            "train_acc": float(train_acc[:, i].mean()),
+            "test_acc": float(test_acc[:, i].mean()),
+            "test_loss": float(test_loss[:, i].mean()),
             "expected_blocks_dropped": float(schedules[name].sum()),
         }
-        for i, name in enumerate(schedules)
+        for i, name in enumerate(names)
+    }
+    versus = {
+        (first, second): {
+            metric: _common.compare(
+                scale * values[:, names.index(first)], scale * values[:, names.index(second)], fmt=fmt
+            )
+            for metric, values, scale, fmt in (("test acc", test_acc, 100, ".2f"), ("test loss", test_loss, 1, ".3f"))
+        }
+        for first, second in ((names[1], names[2]), (names[1], names[0]))
     }
     rows = [
         (
-            n,
-            f"{r['expected_blocks_dropped']:.2f}",
-            f"{r['train_acc']:.1%}",
-            f"{r['test_acc']:.1%}",
-            f"{r['test_loss']:.3f}",
+            name,
+            f"{schedules[name].sum():.2f}",
+            f"{train_acc[:, i].mean():.1%}",
+            _common.mean_se(test_acc[:, i], ".1f", 100, "%"),
+            _common.mean_se(test_loss[:, i]),
         )
-        for n, r in results.items()
+        for i, name in enumerate(names)
+    ]
+    comparison_lines = [
+        f"- {first} minus {second}: "
+        + ", ".join(f"{metric} {detail} ({word})" for metric, (word, detail) in by_metric.items())
+        for (first, second), by_metric in versus.items()
     ]
     text = (
         "# Stochastic depth in a residual MLP (examples/stochastic_depth.py"
         f"{' --quick' if args.quick else ''})\n\n"
         f"Digits: {len(train)} training / {len(test)} test images; {args.depth} pre-norm residual blocks of width "
-        f"{args.width}, Adam, {args.epochs} epochs, the three networks trained in one `vmap`.\n\n"
+        f"{args.width}, Adam, {args.epochs} epochs; {len(seeds)} seeds (initialisation, batch order and masks; the "
+        f"data split is fixed), all {num_models} networks trained in one `vmap`; mean ± standard error over seeds."
+        "\n\n"
         + _common.markdown_table(["schedule", "expected blocks dropped", "train acc", "test acc", "test loss"], rows)
+        + "\n\nPaired by seed (accuracy in points; higher or lower only beyond two standard errors):\n\n"
+        + "\n".join(comparison_lines)
+        + "\n"
     )
     print(text)
     _common.write_text(out, "stochastic_depth.md", text)
 
     plt = _common.pyplot()
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11.5, 4.3))
     blocks = np.arange(1, args.depth + 1)
+    epochs = [h[0] for h in history]
     for i, (name, sched) in enumerate(schedules.items()):
         left.plot(blocks, sched, "o-", color=f"C{i}", label=name)
-        right.plot([h[0] for h in history], [h[3][i] for h in history], "-", color=f"C{i}", label=name)
+        mean, error = _common.seed_stats(np.stack([h[3][:, i] for h in history]), axis=1)
+        right.plot(epochs, mean, "-", color=f"C{i}", label=name)
+        if len(seeds) > 1:
+            right.fill_between(epochs, mean - 2 * error, mean + 2 * error, color=f"C{i}", alpha=0.2, lw=0)
     left.set(xlabel="residual block", ylabel="drop rate", title="Schedules (jaxdrop.linear_drop_path_rates)")
-    right.set(xlabel="epoch", ylabel="test cross-entropy", title="Test loss during training")
+    (word_uniform, detail_uniform) = versus[(names[1], names[2])]["test loss"]
+    (word_none, detail_none) = versus[(names[1], names[0])]["test loss"]
+    right.set(xlabel="epoch", ylabel=f"test cross-entropy (mean ± 2 s.e., {len(seeds)} seeds)")
+    right.set_title(
+        f"Final test loss, linear minus uniform: {word_uniform} ({detail_uniform});\n"
+        f"linear minus none: {word_none} ({detail_none})",
+        fontsize=10,
+    )
     left.legend()
     right.legend()
     _common.save_figure(fig, out, "stochastic_depth.png")

@@ -8,9 +8,9 @@ files in sorted order train the model, the following files validate it. A small 
 - dropout 0.1 on the embeddings (``jaxdrop.dropout``), on the attention weights
   (``jaxdrop.dot_product_attention``, flax's signature) and on each residual branch (``jaxdrop.dropout``),
 
-in one ``vmap`` over the two rates (traced). On the small training text the undropped model overfits (its training
-loss falls far below its validation loss); dropout narrows that gap, and the figure shows whether, within the
-step budget, it also lowers the validation loss.
+in one ``vmap`` over the two rates (traced) and several seeds. On the small training text the undropped model
+overfits (its training loss falls far below its validation loss); dropout narrows that gap, and the figure shows
+whether, within the step budget, it also lowers the validation loss, with the spread over seeds.
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ def forward(params, tokens, *, rate, key, heads, deterministic=False):
 
 
 def sequence_loss(logits, targets):
-    return _common.cross_entropy(logits.reshape(-1, VOCAB), targets.reshape(-1))
+    return optax.softmax_cross_entropy_with_integer_labels(logits.reshape(-1, VOCAB), targets.reshape(-1)).mean()
 
 
 def windows(tokens: np.ndarray, context: int) -> np.ndarray:
@@ -88,6 +88,7 @@ def windows(tokens: np.ndarray, context: int) -> np.ndarray:
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     p = _common.parser(__doc__.split("\n\n")[0])
     p.add_argument("--rate", type=float, default=0.1, help="embedding, attention and residual dropout rate")
+    p.add_argument("--seeds", type=int, default=3, help="initialisations (and batch orders), all in one vmap")
     p.add_argument("--train-chars", type=int, default=100_000)
     p.add_argument("--val-chars", type=int, default=30_000)
     p.add_argument("--steps", type=int, default=1000)
@@ -99,6 +100,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = p.parse_args(argv)
     if args.quick:
         args.train_chars, args.val_chars, args.steps, args.width, args.layers = 20_000, 5_000, 60, 32, 1
+        args.seeds = 2
     out = _common.out_dir(args)
     text = datasets.python_source_text(args.train_chars + args.val_chars)
     tokens = datasets.encode_ascii(text)
@@ -106,46 +108,51 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     val_windows = jnp.asarray(windows(val_tokens, args.context))
     train_windows = jnp.asarray(windows(train_tokens, args.context)[: len(val_windows)])
 
+    # Models are (seed, rate): both rates of a seed share the initialisation and the batches, so the difference
+    # between them is paired; the seeds measure how much of it is noise.
     rates = jnp.asarray([0.0, args.rate], jnp.float32)
-    init = init_params(jax.random.key(args.seed), width=args.width, layers=args.layers, context=args.context)
-    params = jax.tree.map(lambda a: jnp.broadcast_to(a, (len(rates), *a.shape)), init)
+    seeds = jnp.arange(args.seeds) + args.seed
+    init = jax.vmap(
+        lambda s: init_params(jax.random.key(s), width=args.width, layers=args.layers, context=args.context)
+    )(seeds)
+    params = jax.tree.map(lambda a: jnp.broadcast_to(a[:, None], (len(seeds), len(rates), *a.shape[1:])), init)
     optimizer = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(3e-3, weight_decay=0.0))
-    opt_state = jax.vmap(optimizer.init)(params)
+    opt_state = jax.vmap(jax.vmap(optimizer.init))(params)
 
     def loss_fn(p, rate, key, batch):
         logits = forward(p, batch[:, :-1], rate=rate, key=key, heads=args.heads)
         return sequence_loss(logits, batch[:, 1:])
 
     one_model = _common.gradient_step(optimizer, loss_fn)
-
     train_array = jnp.asarray(train_tokens)
 
     @jax.jit
     def train_chunk(params, opt_state, steps):
-        def step(carry, step_index):
-            key = jaxdrop.fold_in(jax.random.key(args.seed + 1), step_index)
+        def one_seed(params, opt_state, seed, step_index):
+            key = jaxdrop.fold_in(jax.random.key(seed), "batches", step_index)
             starts = jax.random.randint(key, (args.batch_size,), 0, len(train_tokens) - args.context - 1)
             batch = jax.vmap(lambda s: jax.lax.dynamic_slice_in_dim(train_array, s, args.context + 1))(starts)
-            carry = jax.vmap(one_model, in_axes=(0, 0, 0, None, None))(*carry, rates, key, batch)
-            return carry, None
+            return jax.vmap(one_model, in_axes=(0, 0, 0, None, None))(params, opt_state, rates, key, batch)
+
+        def step(carry, step_index):
+            return jax.vmap(one_seed, in_axes=(0, 0, 0, None))(*carry, seeds, step_index), None
 
         return jax.lax.scan(step, (params, opt_state), steps)[0]
 
     @jax.jit
     def evaluate(params):
         def loss_of(p, data):
-            return sequence_loss(
-                forward(p, data[:, :-1], rate=0.0, key=None, heads=args.heads, deterministic=True), data[:, 1:]
-            )
+            logits = forward(p, data[:, :-1], rate=0.0, key=None, heads=args.heads, deterministic=True)
+            return sequence_loss(logits, data[:, 1:])
 
-        return jax.vmap(loss_of, in_axes=(0, None))(params, train_windows), jax.vmap(loss_of, in_axes=(0, None))(
-            params, val_windows
-        )
+        every_model = lambda data: jax.vmap(jax.vmap(loss_of, in_axes=(0, None)), in_axes=(0, None))(params, data)
+        return every_model(train_windows), every_model(val_windows)
 
     num_evals = 15
     chunk = max(1, args.steps // num_evals)
-    history = []
-    bar = _common.progress(total=chunk * num_evals, desc="2 transformers in one vmap", quiet=args.quiet)
+    history = []  # (step, train loss (seeds, rates), validation loss (seeds, rates))
+    num_models = len(seeds) * len(rates)
+    bar = _common.progress(total=chunk * num_evals, desc=f"{num_models} transformers in one vmap", quiet=args.quiet)
     for start in range(0, chunk * num_evals, chunk):
         params, opt_state = train_chunk(params, opt_state, jnp.arange(start, start + chunk))
         train_loss, val_loss = (np.asarray(v) for v in evaluate(params))
@@ -153,41 +160,64 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         bar.update(chunk)
     bar.close()
     names = ["no dropout", f"dropout {args.rate}"]
-    results = {
-        name: {
-            "final_train_loss": float(history[-1][1][i]),
-            "final_val_loss": float(history[-1][2][i]),
-            "best_val_loss": float(min(h[2][i] for h in history)),
+    final_train, final_val = history[-1][1], history[-1][2]
+    best_val = np.min(np.stack([h[2] for h in history]), axis=0)
+    results = {}
+    for i, name in enumerate(names):
+        results[name] = {
+            "final_train_loss": float(final_train[:, i].mean()),
+            "final_val_loss": float(final_val[:, i].mean()),
+            "final_val_loss_se": float(_common.seed_stats(final_val[:, i])[1]),
+            "gap": float((final_val[:, i] - final_train[:, i]).mean()),
+            "best_val_loss": float(best_val[:, i].mean()),
         }
-        for i, name in enumerate(names)
-    }
+    word, detail = _common.compare(final_val[:, 1], final_val[:, 0])
     rows = [
-        (n, f"{r['final_train_loss']:.3f}", f"{r['final_val_loss']:.3f}", f"{r['best_val_loss']:.3f}")
-        for n, r in results.items()
+        (
+            name,
+            f"{r['final_train_loss']:.3f}",
+            f"{r['final_val_loss']:.3f} ± {r['final_val_loss_se']:.3f}",
+            f"{r['gap']:.3f}",
+            f"{r['best_val_loss']:.3f}",
+        )
+        for name, r in results.items()
     ]
+    steps_run = chunk * num_evals
     report = (
         "# Character-level Transformer on the Python standard library's source (examples/transformer_lm.py"
         f"{' --quick' if args.quick else ''})\n\n"
         f"{len(train_tokens):,} training / {len(val_tokens):,} validation characters; {args.layers} layers, "
-        f"{args.heads} heads, width {args.width}, context {args.context}, batch {args.batch_size}, {chunk * num_evals} "
-        "AdamW steps. Losses in nats per character (dropout off for evaluation).\n\n"
-        + _common.markdown_table(["model", "final train loss", "final val loss", "best val loss"], rows)
+        f"{args.heads} heads, width {args.width}, context {args.context}, batch {args.batch_size}, {steps_run} "
+        f"AdamW steps; {len(seeds)} seeds (initialisation and batch order; both models of a seed share them), all "
+        f"{num_models} models in one `vmap`. Losses in nats per character (dropout off for evaluation), mean over "
+        "seeds (± standard error).\n\n"
+        + _common.markdown_table(
+            ["model", "final train loss", "final val loss", "val - train gap", "best val loss"], rows
+        )
+        + f"\n\nFinal validation loss, dropout minus no dropout (paired by seed): {detail} nats/char, {word}.\n"
     )
     print(report)
     _common.write_text(out, "transformer_lm.md", report)
 
     plt = _common.pyplot()
-    fig, ax = plt.subplots(figsize=(6.5, 4))
+    fig, ax = plt.subplots(figsize=(7, 4.3))
     steps = [h[0] for h in history]
     for i, name in enumerate(names):
-        ax.plot(steps, [h[1][i] for h in history], "--", color=f"C{i}", label=f"{name}: train")
-        ax.plot(steps, [h[2][i] for h in history], "-", color=f"C{i}", label=f"{name}: validation")
+        for column, style, label in ((1, "--", "train"), (2, "-", "validation")):
+            mean, error = _common.seed_stats(np.stack([h[column][:, i] for h in history]), axis=1)
+            ax.plot(steps, mean, style, color=f"C{i}", label=f"{name}: {label}")
+            if len(seeds) > 1:
+                ax.fill_between(steps, mean - 2 * error, mean + 2 * error, color=f"C{i}", alpha=0.2, lw=0)
+    gap_none, gap_drop = (results[name]["gap"] for name in names)
     ax.set(
         xlabel="training step",
         ylabel="cross-entropy (nats/char)",
-        title="Transformer LM: dropout keeps validation loss down",
+        title=f"Dropout {args.rate} narrows the train/validation gap ({gap_none:.2f} -> {gap_drop:.2f} nats);\n"
+        f"its validation loss after {steps_run} steps is {word} ({detail}), {len(seeds)} seeds",
     )
-    ax.legend()
+    if len(seeds) > 1:
+        ax.plot([], [], color="gray", alpha=0.4, lw=6, label="± 2 s.e. over seeds")
+    ax.legend(fontsize=8)
     _common.save_figure(fig, out, "transformer_lm.png")
     return results
 

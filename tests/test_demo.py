@@ -1,11 +1,16 @@
-"""``python -m jaxdrop demo``: the numbers it prints show what it claims (tests run its quick settings)."""
+"""``python -m jaxdrop demo``: the numbers it prints show what it claims (tests run its quick settings); and the
+command line around it: subcommands, usage errors, ``--version``, the program name in the usage line."""
 
+import importlib.metadata
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+import jaxdrop
 from jaxdrop import cli
 from jaxdrop.cli import demo as _demo
 
@@ -49,6 +54,56 @@ def test_cli_help(capsys):
         cli.main(["demo", "--help"])
     assert info.value.code == 0
     assert "--quick" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["info", "--bogus"], "unrecognized arguments: --bogus"),
+        ([], "the following arguments are required: COMMAND"),
+        (["nope"], "invalid choice: 'nope'"),
+        (["demo", "--epochs", "many"], "argument --epochs: invalid int value: 'many'"),
+    ],
+)
+def test_usage_errors_exit_with_status_2(argv, message, capsys):
+    with pytest.raises(SystemExit) as info:
+        cli.main(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: jaxdrop") and message in err, err
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as info:
+        cli.main(["--version"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out == f"jaxdrop {jaxdrop.__version__}\n"
+
+
+def test_info_prints_versions_and_generators(capsys):
+    assert cli.main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert f"jaxdrop {jaxdrop.__version__}" in out and "generators: " in out
+
+
+def test_python_dash_m_names_itself_and_exits_2_on_bad_options():
+    result = subprocess.run([sys.executable, "-m", "jaxdrop", "info", "--bogus"], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr.startswith("usage: python -m jaxdrop ") and "unrecognized arguments: --bogus" in result.stderr
+
+
+def test_console_script_usage_line_says_jaxdrop(capsys):
+    """The installed ``jaxdrop`` script shows ``jaxdrop`` in its usage line (not ``__main__.py``)."""
+    scripts = [ep for ep in importlib.metadata.entry_points(group="console_scripts") if ep.name == "jaxdrop"]
+    if not scripts:
+        pytest.skip("jaxdrop is not installed with its console script")
+    with pytest.raises(SystemExit) as info:
+        scripts[0].load()(["info", "--bogus"])
+    assert info.value.code == 2 and capsys.readouterr().err.startswith("usage: jaxdrop [-h]")
+    executable = shutil.which("jaxdrop", path=str(Path(sys.executable).parent))
+    if executable is not None:  # the script file itself, as a user runs it
+        result = subprocess.run([executable, "--help"], capture_output=True, text=True, check=True)
+        assert result.stdout.startswith("usage: jaxdrop [-h] [--version] COMMAND ...")
 
 
 def test_cli_modules_import_none_of_their_extras():

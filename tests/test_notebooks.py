@@ -1,4 +1,8 @@
-"""The committed notebooks execute from top to bottom (with ``JAXDROP_QUICK=1``: small settings)."""
+"""The committed notebooks execute from top to bottom (with ``JAXDROP_QUICK=1``: small settings).
+
+The notebooks are edited as notebooks; their committed outputs come from ``jupyter execute --inplace
+notebooks/NAME.ipynb`` (full settings, nbclient's command), run from the repository root.
+"""
 
 from __future__ import annotations
 
@@ -23,6 +27,14 @@ def test_there_are_at_least_three_notebooks_with_outputs():
         code_cells = [c for c in notebook.cells if c.cell_type == "code"]
         assert all(c.get("outputs") is not None for c in code_cells)
         assert any(c.get("outputs") for c in code_cells), f"{name} is committed without outputs"
+
+
+def test_quickstart_shows_every_variant_mask_as_a_picture():
+    notebook = nbformat.read(NOTEBOOKS / "quickstart.ipynb", as_version=4)
+    cell = next(c for c in notebook.cells if c.cell_type == "code" and "Keep-masks at rate" in c.source)
+    assert any("image/png" in output.get("data", {}) for output in cell.outputs)
+    for variant in ("dropout", "spatial_dropout2d", "dropblock2d", "drop_path", "locked_dropout", "token_dropout"):
+        assert f"jaxdrop.{variant}(" in cell.source
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -1,46 +1,43 @@
-"""``main``: dispatches ``demo``, ``bench`` and ``info`` to their modules, imported only when run."""
+"""``main``: the ``jaxdrop`` command line, one argparse subcommand per command (``demo``, ``bench``, ``info``).
+
+Each command module has ``add_arguments(parser)`` and ``execute(args) -> int``; building the parser imports them,
+and they import their extras (optax, scikit-learn, matplotlib, the benchmark's peers) only when they run.
+"""
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
+from collections.abc import Sequence
 
-_COMMANDS = {
-    "demo": ("jaxdrop.cli.demo", "train with and without dropout on real data, then MC dropout with human review"),
-    "bench": ("jaxdrop.cli.bench", "side-by-side speed and memory ratios against flax, equinox, haiku (and torch)"),
+import jaxdrop
+from jaxdrop.cli import bench, demo, info
+
+COMMANDS = {
+    "demo": (demo, "train with and without dropout on real data, then MC dropout with human review"),
+    "bench": (bench, "side-by-side speed and memory ratios against flax, equinox, haiku (and torch)"),
+    "info": (info, "versions, backend and devices, and jaxdrop's random bit generators"),
 }
 
 
-def _info(argv: list[str]) -> int:
-    import jax
-
-    import jaxdrop
-
-    print(
-        f"jaxdrop {jaxdrop.__version__}, jax {jax.__version__}, backend {jax.default_backend()}, "
-        f"devices {jax.devices()}"
-    )
-    print(
-        f"default generator: Threefry-2x32-{jaxdrop.THREEFRY_ROUNDS} fused on element indices; "
-        f"generators: {', '.join(jaxdrop.GENERATORS)}"
-    )
-    return 0
+def build_parser(prog: str = "jaxdrop") -> argparse.ArgumentParser:
+    """The parser of the whole command line; ``prog`` is the name the usage line shows."""
+    parser = argparse.ArgumentParser(prog=prog, description="jaxdrop command line: dropout and MC dropout for JAX.")
+    parser.add_argument("--version", action="version", version=f"jaxdrop {jaxdrop.__version__}")
+    commands = parser.add_subparsers(title="commands", dest="command", required=True, metavar="COMMAND")
+    for name, (module, summary) in COMMANDS.items():
+        command = commands.add_parser(name, help=summary, description=f"jaxdrop {name}: {summary}.")
+        module.add_arguments(command)
+        command.set_defaults(execute=module.execute)
+    return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, prog: str = "jaxdrop") -> int:
+    """Parses ``argv`` (``sys.argv[1:]`` when None) and runs the command; returns the exit status.
+
+    Usage errors exit with status 2 and argparse's message; ``--help`` and ``--version`` exit with 0.
+    """
     argv = sys.argv[1:] if argv is None else list(argv)
-    parser = argparse.ArgumentParser(prog="python -m jaxdrop", description="jaxdrop command line")
-    parser.add_argument(
-        "command",
-        choices=[*_COMMANDS, "info"],
-        help="; ".join(f"{name}: {text}" for name, (_, text) in _COMMANDS.items()),
-    )
-    if not argv or argv[0] in ("-h", "--help"):
-        parser.print_help()
-        return 0 if argv else 2
-    args = parser.parse_args(argv[:1])
-    if args.command == "info":
-        return _info(argv[1:])
-    module = importlib.import_module(_COMMANDS[args.command][0])
-    return int(module.main(argv[1:]) or 0)
+    args = build_parser(prog).parse_args(argv)
+    args.command_line = " ".join([prog, *argv])
+    return int(args.execute(args) or 0)

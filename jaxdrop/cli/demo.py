@@ -14,9 +14,7 @@ its training step are ``jaxdrop.cli.training``'s, shared with the example script
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from collections.abc import Sequence
 from typing import Any
 
 import jax
@@ -26,6 +24,7 @@ import numpy as np
 import jaxdrop
 from jaxdrop.cli import datasets, training
 from jaxdrop.cli._extras import require
+from jaxdrop.cli._table import markdown_table
 
 HIDDEN = (256, 256)
 CONFIGS = (("no dropout", 0.0, 0.0), ("dropout 0.2 in / 0.5 hidden", 0.2, 0.5))
@@ -59,7 +58,8 @@ def train_all(data, *, seed, epochs, batch_size, learning_rate, progress=True):
     x_train, y_train = jnp.asarray(data["x_train"][split_of_model]), jnp.asarray(data["y_train"][split_of_model])
 
     def loss_fn(params, key, rate, xb, yb):
-        return training.cross_entropy(training.mlp(params, xb, key=key, input_rate=rate[0], hidden_rate=rate[1]), yb)
+        logits = training.mlp(params, xb, key=key, input_rate=rate[0], hidden_rate=rate[1])
+        return optax.softmax_cross_entropy_with_integer_labels(logits, yb).mean()
 
     one_model = training.gradient_step(optimizer, loss_fn)
 
@@ -139,6 +139,7 @@ def run(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Runs the demo and returns every number it prints (the tests assert on these)."""
+    optax = require("optax", "the demo's training")
     start = time.perf_counter()
     data = splits(seed, num_splits, num_train)
     params, rates = train_all(
@@ -155,7 +156,7 @@ def run(
     @jax.vmap
     def evaluate(p, x, y):
         logits = training.mlp(p, x, key=None, input_rate=0.0, hidden_rate=0.0, deterministic=True)
-        return jnp.mean(jnp.argmax(logits, -1) == y), training.cross_entropy(logits, y)
+        return jnp.mean(jnp.argmax(logits, -1) == y), optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
 
     model_split = np.repeat(np.arange(num_splits), num_configs)
     metrics = {
@@ -204,32 +205,40 @@ def run(
 
 
 def format_report(results: dict[str, Any]) -> str:
-    lines = [
-        f"Digits (scikit-learn, 8x8): {results['num_train']} training images, {results['num_test']} test images, "
-        f"{results['num_splits']} random splits (mean over splits); MLP 64-{'-'.join(map(str, HIDDEN))}-10, Adam.",
-        "",
-        f"{'model':<30}{'train acc':>10}{'test acc':>10}{'gap':>8}{'train NLL':>11}{'test NLL':>10}",
+    """The demo's printed report: the two models side by side, then the review table of MC dropout."""
+    models = [
+        [
+            m["name"],
+            f"{m['train_accuracy']:.1%}",
+            f"{m['test_accuracy']:.1%}",
+            f"{100 * m['gap']:.1f}%",
+            f"{m['train_nll']:.3f}",
+            f"{m['test_nll']:.3f}",
+        ]
+        for m in results["models"]
     ]
-    for m in results["models"]:
-        lines.append(
-            f"{m['name']:<30}{m['train_accuracy']:>10.1%}{m['test_accuracy']:>10.1%}"
-            f"{m['gap'] * 100:>7.1f}%{m['train_nll']:>11.3f}{m['test_nll']:>10.3f}"
-        )
-    lines.append("(accuracy of the deterministic network: dropout off at test time, i.e. weight scaling)")
     mc = results["mc"]
-    lines += [
-        "",
-        f"MC dropout (T={mc['num_samples']} samples): test accuracy {mc['accuracy']:.1%}, NLL {mc['nll']:.3f}.",
-        "Send the most uncertain test images (highest predictive entropy, pooled over splits) for human review:",
-        "",
-        f"{'sent for review':>16}{'images':>8}{'errors caught':>15}{'accuracy on the rest':>22}",
+    review = [
+        [f"{row['fraction']:.0%}", row["num_review"], row["errors_caught"], f"{row['accuracy']:.1%}"]
+        for row in mc["review"]
     ]
-    for row in mc["review"]:
-        lines.append(
-            f"{row['fraction']:>16.0%}{row['num_review']:>8d}{row['errors_caught']:>15d}{row['accuracy']:>22.1%}"
-        )
-    lines += ["", f"({results['seconds']:.0f} s on {jax.default_backend()})"]
-    return "\n".join(lines)
+    return "\n".join(
+        [
+            f"Digits (scikit-learn, 8x8): {results['num_train']} training images, {results['num_test']} test images, "
+            f"{results['num_splits']} random splits (mean over splits); MLP 64-{'-'.join(map(str, HIDDEN))}-10, Adam.",
+            "",
+            markdown_table(["model", "train acc", "test acc", "gap", "train NLL", "test NLL"], models),
+            "",
+            "(accuracy of the deterministic network: dropout off at test time, i.e. weight scaling)",
+            "",
+            f"MC dropout (T={mc['num_samples']} samples): test accuracy {mc['accuracy']:.1%}, NLL {mc['nll']:.3f}.",
+            "Send the most uncertain test images (highest predictive entropy, pooled over splits) for human review:",
+            "",
+            markdown_table(["sent for review", "images", "errors caught", "accuracy on the rest"], review, "rrrr"),
+            "",
+            f"({results['seconds']:.0f} s on {jax.default_backend()})",
+        ]
+    )
 
 
 def save_plot(results: dict[str, Any], path: str) -> None:
@@ -242,26 +251,43 @@ def save_plot(results: dict[str, Any], path: str) -> None:
     correct = np.argmax(probs, -1) == labels
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
     bins = np.linspace(0, entropy.max(), 30)
-    left.hist(entropy[correct], bins=bins, alpha=0.7, label=f"correct ({correct.sum()})", density=True)
-    left.hist(entropy[~correct], bins=bins, alpha=0.7, label=f"wrong ({(~correct).sum()})", density=True)
-    left.set(xlabel="predictive entropy (nats)", ylabel="density", title="MC dropout: wrong answers are uncertain")
+    left.hist(entropy[correct], bins=bins, alpha=0.7, label=f"correct ({correct.sum()} images)", density=True)
+    left.hist(entropy[~correct], bins=bins, alpha=0.7, label=f"wrong ({(~correct).sum()} images)", density=True)
+    left.set(
+        xlabel="predictive entropy (nats)",
+        ylabel="density (each group normalised)",
+        title="Wrong answers have higher predictive entropy",
+    )
     left.legend()
     fractions = [float(f) for f in np.linspace(0, 0.5, 51)]
-    rows = review_table(entropy, probs, labels, fractions)
-    right.plot(100 * np.asarray(fractions), [100 * r["accuracy"] for r in rows], lw=2)
+    pooled = [100 * row["accuracy"] for row in review_table(entropy, probs, labels, fractions)]
+    per_split = np.array(
+        [
+            [100 * row["accuracy"] for row in review_table(e, p, y, fractions)]
+            for e, p, y in zip(
+                *(np.split(a, results["num_splits"]) for a in (entropy, probs, labels)),
+                strict=True,
+            )
+        ]
+    )
+    percent = 100 * np.asarray(fractions)
+    right.fill_between(percent, per_split.min(0), per_split.max(0), alpha=0.25, label="range over the splits")
+    right.plot(percent, pooled, lw=2, label=f"most uncertain first ({results['num_splits']} splits pooled)")
+    right.axhline(pooled[0], color="gray", ls="--", label="random images sent (expected)")
     right.set(
         xlabel="% of test images sent for human review",
         ylabel="accuracy on the rest (%)",
-        title="Accuracy rises as uncertain images are reviewed",
+        title="Reviewing the most uncertain raises accuracy",
     )
+    right.legend(loc="lower right", fontsize=8)
     right.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m jaxdrop demo", description=__doc__.split("\n\n")[0])
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The demo's options."""
     parser.add_argument("--quick", action="store_true", help="2 splits, 120 epochs, T=30: a fast check (~20 s)")
     parser.add_argument("--seed", type=int, default=0, help="seed for the split, initialisation and masks")
     parser.add_argument("--splits", type=int, help="random train/test splits, trained together (default 3)")
@@ -270,7 +296,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--samples", type=int, default=None, help="MC dropout samples T (default 100)")
     parser.add_argument("--plot", metavar="PATH", help="write an uncertainty figure (PNG) to PATH")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    args = parser.parse_args(list(argv) if argv is not None else None)
+
+
+def execute(args: argparse.Namespace) -> int:
+    """Runs the demo with the parsed options, prints its report and optionally writes the figure."""
     settings = dict(QUICK) if args.quick else {}
     for name, value in (("num_splits", args.splits), ("epochs", args.epochs), ("num_samples", args.samples)):
         if value is not None:
@@ -281,7 +310,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         save_plot(results, args.plot)
         print(f"figure written to {args.plot}")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,8 +1,8 @@
 """The training code shared by ``python -m jaxdrop demo`` and the example scripts (through ``examples/_common.py``).
 
-A ReLU MLP with dropout whose rates may be traced, its loss, one optimizer step, and a progress bar. Only JAX and
-jaxdrop are imported with the module: optax when a step is built, tqdm when a bar is shown (without tqdm the bar
-is silent).
+A ReLU MLP with dropout whose rates may be traced, one optimizer step, and a progress bar (the loss is optax's
+``softmax_cross_entropy_with_integer_labels``). Only JAX and jaxdrop are imported with the module: optax when a
+step is built, tqdm when a bar is shown (without tqdm the bar is silent).
 """
 
 from __future__ import annotations
@@ -38,11 +38,6 @@ def mlp(params, x, *, key, input_rate, hidden_rate, deterministic=False):
         x = jax.nn.relu(x @ layer["w"] + layer["b"])
         x = jaxdrop.dropout(x, hidden_rate, key=layer_key(i + 1), deterministic=deterministic)
     return x @ params[-1]["w"] + params[-1]["b"]
-
-
-def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
-    """Mean negative log-likelihood of integer ``labels`` under softmax ``logits``."""
-    return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), labels[..., None], axis=-1))
 
 
 def gradient_step(optimizer: Any, loss_fn: Callable[..., jax.Array]) -> Callable[..., tuple[Any, Any]]:

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxdrop
+from jaxdrop.cli._table import markdown_table
 from jaxdrop.cli.bench._timing import (
     Row,
     Section,
@@ -19,10 +20,10 @@ from jaxdrop.cli.bench._timing import (
     fmt_ms,
     fmt_ratio,
     fmt_spread,
-    markdown_table,
     measure_group,
 )
 
+Options = dict[str, Any] | None  # XLA compiler options of one executable
 DropFn = Callable[..., jax.Array]  # (x, key, rate, broadcast_dims) -> dropped x
 FLOOR_SCALE = 1.25  # the floor is ``x * c``: one read, one multiply, one write, like a dropout's mask-and-scale
 JAXDROP = "jaxdrop (fast)"
@@ -106,9 +107,12 @@ def forward_backward(drop: Callable[[Any, jax.Array], jax.Array]) -> Callable[..
     return jax.grad(lambda x, key, w: jnp.sum(drop(x, key) * w))
 
 
-def compiled_row(labels: dict[str, Any], fn: Callable[..., Any], *args: Any) -> Row:
-    """A row that calls ``jit(fn)`` compiled ahead of time for ``args``; ``value`` is its temp memory in bytes."""
-    executable = jax.jit(fn).lower(*args).compile()
+def compiled_row(labels: dict[str, Any], fn: Callable[..., Any], *args: Any, options: Options = None) -> Row:
+    """A row that calls ``jit(fn)`` compiled ahead of time for ``args``; ``value`` is its temp memory in bytes.
+
+    ``options`` are XLA compiler options for this one executable (``Settings.compiler_options``).
+    """
+    executable = jax.jit(fn).lower(*args).compile(options)
     analysis = executable.memory_analysis()
     value = None if analysis is None else int(analysis.temp_size_in_bytes)
     return Row(labels, lambda: block(executable(*args)), value=value)
@@ -151,15 +155,17 @@ def _torch_rows(torch_mod: Any, x: jax.Array, w: jax.Array, rate: float, labels:
 def dropout_section(settings: Settings) -> Section:
     """Forward and forward+backward of plain dropout, every library, side by side with the copy-like floor."""
     section = Section("dropout", "Plain dropout: time per call, and ratios to the copy-like floor and to jaxdrop")
+    options = settings.compiler_options
     impls = jax_implementations()
-    if settings.tiny:  # the smoke test keeps one peer of each kind: compile time dominates tiny shapes
-        impls = {name: impl for name, impl in impls.items() if name in (JAXDROP, "jaxdrop (jax)", FLAX)}
+    if settings.tiny:  # the smoke test: jaxdrop against flax only; compiling each row dominates its run time
+        impls = {name: impl for name, impl in impls.items() if name in (JAXDROP, FLAX)}
     all_keys = keys()
     if settings.tiny:
         all_keys.pop("unsafe_rbg", None)
     default_impl = next(iter(all_keys))
-    rates = (0.5,) if settings.quick else (0.1, 0.5)
-    groups = [("MLP", "f32")] if settings.quick else [(name, dtype) for name in shapes(settings) for dtype in DTYPES]
+    small = settings.quick or settings.tiny
+    rates = (0.5,) if small else (0.1, 0.5)
+    groups = [("MLP", "f32")] if small else [(name, dtype) for name in shapes(settings) for dtype in DTYPES]
     groups = [(name, dtype) for name, dtype in groups if name != "memory"]
     torch_mod, torch_reason = optional_module("torch")
     if torch_mod is not None and settings.backend != "cpu":
@@ -177,15 +183,22 @@ def dropout_section(settings: Settings) -> Section:
         base |= {"dtype": dtype_name, "shape_name": shape_name}
         floor_labels = {**base, "impl": "floor: x * c", "key": "–", "rate": None}
         rows = [
-            compiled_row({**floor_labels, "pass": FWD}, forward(floor), x, all_keys[default_impl], w),
-            compiled_row({**floor_labels, "pass": FWD_BWD}, forward_backward(floor), x, all_keys[default_impl], w),
+            compiled_row({**floor_labels, "pass": FWD}, forward(floor), x, all_keys[default_impl], w, options=options),
+            compiled_row(
+                {**floor_labels, "pass": FWD_BWD},
+                forward_backward(floor),
+                x,
+                all_keys[default_impl],
+                w,
+                options=options,
+            ),
         ]
         for rate in rates:
             for impl_name, impl in impls.items():
                 if isinstance(impl, str):
                     continue
                 # rbg rows: every peer in the first (target) group of a full run, else flax.linen only (time).
-                full_group = first_group and not settings.quick
+                full_group = first_group and not small
                 extra_keys = impl_name not in (JAXDROP, "jaxdrop (jax)") and (full_group or impl_name == FLAX)
                 for key_name, key in all_keys.items():
                     if key_name != default_impl and not extra_keys:
@@ -195,8 +208,10 @@ def dropout_section(settings: Settings) -> Section:
                         return impl(x, key, rate)
 
                     labels = {**base, "impl": impl_name, "key": key_name, "rate": rate}
-                    rows.append(compiled_row({**labels, "pass": FWD}, forward(drop), x, key, w))
-                    rows.append(compiled_row({**labels, "pass": FWD_BWD}, forward_backward(drop), x, key, w))
+                    rows.append(compiled_row({**labels, "pass": FWD}, forward(drop), x, key, w, options=options))
+                    rows.append(
+                        compiled_row({**labels, "pass": FWD_BWD}, forward_backward(drop), x, key, w, options=options)
+                    )
             if torch_mod is not None:
                 rows += _torch_rows(torch_mod, x, w, rate, {**base, "rate": rate})
         measure_group(rows, settings.repeats, min_sample_s=settings.min_sample_s)
@@ -244,12 +259,12 @@ def _dropout_table(rows: list[Row]) -> str:
         lines.append(cells)
     header = ["impl", "key", "rate", "fwd ms", "fwd x floor", "fwd x jaxdrop"]
     header += ["fwd+bwd ms", "fwd+bwd x floor", "fwd+bwd x jaxdrop"]
-    return markdown_table(header, lines)
+    return markdown_table(header, lines, "llr" + "r" * (len(header) - 3))
 
 
-def temp_bytes(fn: Callable[..., Any], *args: Any) -> int | None:
+def temp_bytes(fn: Callable[..., Any], *args: Any, options: Options = None) -> int | None:
     """``temp_size_in_bytes`` of the compiled ``jit(fn)``, or None where the backend reports no memory analysis."""
-    analysis = jax.jit(fn).lower(*args).compile().memory_analysis()
+    analysis = jax.jit(fn).lower(*args).compile(options).memory_analysis()
     return None if analysis is None else int(analysis.temp_size_in_bytes)
 
 
@@ -262,7 +277,7 @@ def memory_section(settings: Settings) -> Section:
     key = jax.random.key(0)
     impls: dict[str, DropFn | str] = {"floor: x * c": lambda x, key, rate, dims=(): floor(x, key)}
     impls |= jax_implementations()
-    if settings.quick:  # in full runs every JAX peer needs the same temp memory as flax.linen; quick keeps it
+    if settings.quick or settings.tiny:  # every JAX peer needs the same temp memory as flax.linen in full runs
         kept = ("floor: x * c", JAXDROP, FLAX) if settings.tiny else ("floor: x * c", JAXDROP, "jaxdrop (jax)", FLAX)
         impls = {name: impl for name, impl in impls.items() if name in kept}
     for impl_name, impl in impls.items():
@@ -276,7 +291,7 @@ def memory_section(settings: Settings) -> Section:
 
         passes = ((FWD_BWD, forward_backward),) if settings.tiny else ((FWD, forward), (FWD_BWD, forward_backward))
         for pass_name, build in passes:
-            value = temp_bytes(build(drop), spec, key, spec)
+            value = temp_bytes(build(drop), spec, key, spec, options=settings.compiler_options)
             note = "" if value is not None else "no memory_analysis on this backend"
             section.rows.append(Row({**labels, "pass": pass_name}, value=value, note=note))
     reference = find(section.rows, impl=FLAX, **{"pass": FWD_BWD})

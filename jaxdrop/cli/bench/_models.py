@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 
 import jaxdrop
+from jaxdrop.cli._table import markdown_table
 from jaxdrop.cli.bench._dropout import (
     FWD,
     FWD_BWD,
@@ -27,7 +28,6 @@ from jaxdrop.cli.bench._timing import (
     block,
     fmt_ratio,
     fmt_spread,
-    markdown_table,
     measure_group,
 )
 
@@ -104,7 +104,8 @@ def transformer_section(settings: Settings) -> Section:
         section.notes.append(f'Not run: {reason}; the AdamW step needs it: pip install "jaxdrop[compare]".')
         return section
     tokens = jax.random.randint(jax.random.key(0), (sizes["batch"], sizes["seq"]), 0, sizes["vocab"])
-    optimizer = optax.adamw(1e-3)
+    # The smoke test steps with SGD: AdamW's update doubles the compile time of a step that runs in microseconds.
+    optimizer = optax.sgd(1e-3) if settings.tiny else optax.adamw(1e-3)
     # Dropout has no parameters, so one initialisation serves the three models; jit keeps init to one compile.
     params = jax.jit(_make_transformer(sizes, "none", rate).init)(jax.random.key(1), tokens)
     state = jax.jit(optimizer.init)(params)
@@ -123,7 +124,8 @@ def transformer_section(settings: Settings) -> Section:
 
         label = {"none": "no dropout", "flax": "flax.linen.Dropout", "jaxdrop": "jaxdrop.dropout (fast)"}[impl]
         # Same inputs every call: the step is a pure function, so timing does not depend on training progress.
-        rows.append(compiled_row({"impl": label}, step, params, state, tokens, jax.random.key(3)))
+        step_args = (params, state, tokens, jax.random.key(3))
+        rows.append(compiled_row({"impl": label}, step, *step_args, options=settings.compiler_options))
     # The share is a small difference of two noisy step times: three times the repeats (each is only one step).
     measure_group(rows, 3 * settings.repeats, min_sample_s=settings.min_sample_s)
     section.rows = rows
@@ -217,7 +219,7 @@ def mc_section(settings: Settings) -> Section:
             def per_sample(sample_key, variables, inputs):
                 return jaxdrop_model.apply(variables, inputs, deterministic=False, rngs={"dropout": sample_key})
 
-            return jaxdrop.mc.sample(per_sample, key, num_samples, variables, inputs)
+            return jaxdrop.mc.sample(per_sample, variables, inputs, key=key, num_samples=num_samples)
 
         def flax_vmap(variables, inputs, key, num_samples=num_samples):
             keys = jax.random.split(key, num_samples)
@@ -228,15 +230,21 @@ def mc_section(settings: Settings) -> Section:
             return block(jnp.stack([single(variables, inputs, sample_key) for sample_key in keys]))
 
         # Each T is its own group, timed in alternation with one deterministic forward (the ratios' baseline).
-        rows = [compiled_row({**labels, "impl": "one deterministic forward"}, deterministic, variables, inputs)]
-        rows.append(compiled_row({**labels, "impl": "jaxdrop.mc.predict"}, predict, variables, inputs, key))
+        options = settings.compiler_options
+        baseline_labels = {**labels, "impl": "one deterministic forward"}
+        rows = [compiled_row(baseline_labels, deterministic, variables, inputs, options=options)]
+        rows.append(
+            compiled_row({**labels, "impl": "jaxdrop.mc.predict"}, predict, variables, inputs, key, options=options)
+        )
         if num_samples > chunk:
             streaming = functools.partial(predict, chunk_size=chunk)
             impl = f"jaxdrop.mc.predict, chunk_size={chunk} (streaming)"
-            rows.append(compiled_row({**labels, "impl": impl}, streaming, variables, inputs, key))
-        rows.append(compiled_row({**labels, "impl": "jaxdrop.mc.sample"}, sample, variables, inputs, key))
+            rows.append(compiled_row({**labels, "impl": impl}, streaming, variables, inputs, key, options=options))
+        rows.append(
+            compiled_row({**labels, "impl": "jaxdrop.mc.sample"}, sample, variables, inputs, key, options=options)
+        )
         vmap_labels = {**labels, "impl": "flax.linen: jit(vmap over keys)"}
-        rows.append(compiled_row(vmap_labels, flax_vmap, variables, inputs, key))
+        rows.append(compiled_row(vmap_labels, flax_vmap, variables, inputs, key, options=options))
         loop_row = Row({**labels, "impl": "flax.linen: Python loop over keys (jit per call)"}, python_loop)
         loop_row.value = rows[0].value
         loop_row.warmup = 0 if num_samples > 50 else None  # 1000 calls of an already compiled function
@@ -375,7 +383,9 @@ def variants_section(settings: Settings) -> Section:
         "attention dropout, per-head masks": sizes["attention"],
     }
     lines = []
-    for variant, impls in _variant_impls(rate, block_size, per_head_masks=not settings.quick).items():
+    options = settings.compiler_options
+    per_head_masks = not (settings.quick or settings.tiny)
+    for variant, impls in _variant_impls(rate, block_size, per_head_masks=per_head_masks).items():
         if settings.tiny:  # the smoke test skips the bit-compatible generator: compile time dominates tiny shapes
             impls = {name: impl for name, impl in impls.items() if "(jax)" not in name}
         shape = inputs[variant]
@@ -394,8 +404,10 @@ def variants_section(settings: Settings) -> Section:
             labels = {"variant": variant, "impl": impl_name, "shape": shape_label}
             try:
                 if not settings.tiny:  # the smoke test compiles fwd+bwd only (which contains the forward)
-                    rows.append(compiled_row({**labels, "pass": FWD}, forward(impl), x, key, w))
-                rows.append(compiled_row({**labels, "pass": FWD_BWD}, forward_backward(impl), x, key, w))
+                    rows.append(compiled_row({**labels, "pass": FWD}, forward(impl), x, key, w, options=options))
+                rows.append(
+                    compiled_row({**labels, "pass": FWD_BWD}, forward_backward(impl), x, key, w, options=options)
+                )
             except Exception as error:  # an API that changed under us: report the row, keep the benchmark going
                 note = f"failed: {type(error).__name__}: {str(error).splitlines()[0][:120]}"
                 rows += [Row({**labels, "pass": FWD}, note=note), Row({**labels, "pass": FWD_BWD}, note=note)]
@@ -415,7 +427,7 @@ def variants_section(settings: Settings) -> Section:
             cells.append("–" if backward is None or backward.value is None else f"{backward.value / 2**20:.1f}")
             lines.append(cells)
     header = ["variant", "impl", "shape", "fwd ms", "fwd x peer", "fwd+bwd ms", "fwd+bwd x peer"]
-    section.markdown = markdown_table([*header, "fwd+bwd temp MiB"], lines)
+    section.markdown = markdown_table([*header, "fwd+bwd temp MiB"], lines, "lll" + "r" * len(header[2:]))
     section.notes.append(
         "The peer is the last row of each variant (`x peer` = median over the peer's median; below 1 means faster "
         "than the peer). flax has no drop path or DropBlock: the peers are jnp ports of timm's `drop_path` and of "

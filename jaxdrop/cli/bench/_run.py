@@ -10,10 +10,11 @@ noisy shared machine. Sections:
 ``variants``     spatial dropout, drop path, DropBlock and attention dropout against their nearest peers.
 ``mc``           Monte Carlo dropout predictions against a Python loop and ``vmap`` of a flax model.
 ``transformer``  share of a small transformer's training step spent in dropout.
+``attention``    attention dropout at any length, blockwise against dense (only with ``--sections attention``).
 
 The run records the machine, backend, library versions and PRNG settings; it never changes JAX's configuration.
 It prints the report and, with ``--out DIR``, writes it to ``DIR/results.md`` and the raw numbers to
-``DIR/results.json``.
+``DIR/results.json``. ``--tiny`` is a smoke test of the script: toy shapes, few rows, and no verdict on the targets.
 """
 
 from __future__ import annotations
@@ -22,14 +23,15 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import jax
 
-from jaxdrop.cli.bench import _dropout, _models
-from jaxdrop.cli.bench._timing import Section, Settings, describe_machine, machine_info, markdown_table
+from jaxdrop.cli._table import markdown_table
+from jaxdrop.cli.bench import _attention, _dropout, _models
+from jaxdrop.cli.bench._timing import Section, Settings, describe_machine, machine_info
 
 SECTIONS: dict[str, Callable[[Settings], Section]] = {
     "dropout": _dropout.dropout_section,
@@ -37,15 +39,26 @@ SECTIONS: dict[str, Callable[[Settings], Section]] = {
     "variants": _models.variants_section,
     "mc": _models.mc_section,
     "transformer": _models.transformer_section,
+    "attention": _attention.attention_section,
 }
+# A run without --sections measures these; the attention section (its full mode includes a 32k-token run that
+# takes minutes on a CPU) runs when asked for, with --sections attention.
+DEFAULT_SECTIONS = ("dropout", "memory", "variants", "mc", "transformer")
+FIGURES = {"attention": (_attention.FIGURE_NAME, _attention.memory_figure)}  # section: (file name, writer)
 DEFAULT_REPEATS = {"quick": 3, "full": 7}
 # --quick measures what the targets need (plain dropout, memory, MC); the variant and transformer sections run in
 # the full mode, or with --sections.
 QUICK_SECTIONS = ("dropout", "memory", "mc")
+NOT_JUDGED = "not judged (tiny)"
+TINY_NOTE = (
+    "**Tiny shapes (`--tiny`)**: a smoke test that the benchmark runs. Its times measure call overhead on "
+    "toy tensors, not the targets' shapes, so no target is judged; run without `--tiny` for real numbers."
+)
 
 
 def evaluate_targets(sections: dict[str, Section], tiny: bool) -> list[dict[str, Any]]:
-    """The speed and memory targets, each with its measured ratio and PASS/FAIL (or n/a with a reason).
+    """The speed and memory targets, each with its measured ratio and PASS/FAIL (n/a with a reason; with ``tiny``,
+    "not judged": tiny shapes are a smoke test of the script, not the targets' tensors).
 
     Plain dropout of the f32 4096x4096 MLP tensor at least 4x (forward) and 3x (forward+backward) faster than
     ``flax.linen.Dropout``, its forward within 1.5x of the copy-like floor; the temp memory of its gradient at most
@@ -56,7 +69,10 @@ def evaluate_targets(sections: dict[str, Section], tiny: bool) -> list[dict[str,
     targets: list[dict[str, Any]] = []
 
     def add(name: str, required: str, measured: float | None, passed: bool | None, detail: str) -> None:
-        status = "n/a" if passed is None else ("PASS" if passed else "FAIL")
+        if tiny:  # tiny shapes measure launch overhead, not the targets' tensors: no verdict
+            status = NOT_JUDGED
+        else:
+            status = "n/a" if passed is None else ("PASS" if passed else "FAIL")
         targets.append({"target": name, "required": required, "measured": measured, "status": status, "detail": detail})
 
     dropout = sections.get("dropout")
@@ -111,9 +127,6 @@ def evaluate_targets(sections: dict[str, Section], tiny: bool) -> list[dict[str,
         None if ratio is None else ratio <= 3.0,
         mc.summary.get("mc_detail", "") if mc else "mc section not run",
     )
-    if tiny:
-        for target in targets:
-            target["detail"] += " (tiny sizes: a smoke test, not the target shapes)"
     return targets
 
 
@@ -128,7 +141,7 @@ def _targets_table(targets: list[dict[str, Any]]) -> str:
         else:
             text = f"{measured:.2f}x"
         lines.append([target["target"], target["required"], text, target["status"], target["detail"]])
-    return markdown_table(["target", "required", "measured (worst case)", "status", "detail"], lines)
+    return markdown_table(["target", "required", "measured (worst case)", "status", "detail"], lines, "lrrll")
 
 
 def render(
@@ -138,9 +151,11 @@ def render(
     targets: list[dict[str, Any]],
     elapsed_s: float,
     cpu_s: float,
+    tiny: bool = False,
 ) -> str:
     """The markdown report: machine, targets, then every section's tables and notes."""
-    parts = [
+    parts = [TINY_NOTE] if tiny else []
+    parts += [
         f"Machine: {describe_machine(info)}.",
         f"Command: `{command}`; {elapsed_s / 60:.1f} min wall clock in all, {cpu_s / 60:.1f} min of process CPU "
         "time (on a machine shared with other jobs, wall time grows with their load; the ratios are measured in "
@@ -154,18 +169,23 @@ def render(
     return "\n\n".join(parts) + "\n"
 
 
-def main(argv: list[str] | None = None, *, command: str | None = None) -> int:
-    """Runs the benchmark, prints the markdown report and optionally writes it (and raw JSON) to ``--out``.
+def _sections(text: str) -> list[str]:
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = sorted(set(names) - set(SECTIONS))
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"unknown section(s) {unknown or text!r}; choose from {list(SECTIONS)}")
+    return names
 
-    Args:
-      argv: command-line arguments (without the program name); ``sys.argv[1:]`` when None.
-      command: the command line the report names (a wrapper script gives its own); by default
-        ``python -m jaxdrop bench`` and ``argv``.
 
-    Returns:
-      The process exit status: 0 when the benchmark ran (targets that FAIL are reported, not raised).
-    """
-    parser = argparse.ArgumentParser(prog="python -m jaxdrop bench", description=__doc__.split("\n\n")[0])
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The benchmark's options."""
     parser.add_argument(
         "--quick",
         action="store_true",
@@ -173,21 +193,34 @@ def main(argv: list[str] | None = None, *, command: str | None = None) -> int:
     )
     parser.add_argument("--out", type=Path, help="directory for results.json (raw numbers) and results.md")
     parser.add_argument(
-        "--sections", help=f"comma-separated, from {', '.join(SECTIONS)} (default: all; with --quick, the targets')"
+        "--sections",
+        type=_sections,
+        help=f"comma-separated, from {', '.join(SECTIONS)} (default: {', '.join(DEFAULT_SECTIONS)}; with --quick, "
+        "the targets')",
     )
-    parser.add_argument("--repeats", type=int, help="timed samples per row (default 3 quick, 7 full)")
-    parser.add_argument("--tiny", action="store_true", help="tiny shapes, to test that the script works")
-    argv = sys.argv[1:] if argv is None else list(argv)
-    args = parser.parse_args(argv)
-    requested = args.sections or ",".join(QUICK_SECTIONS if args.quick else SECTIONS)
-    names = [name.strip() for name in requested.split(",") if name.strip()]
-    unknown = sorted(set(names) - set(SECTIONS))
-    if unknown:
-        parser.error(f"--sections: unknown {unknown}; choose from {list(SECTIONS)}")
-    repeats = args.repeats or DEFAULT_REPEATS["quick" if args.quick else "full"]
-    if repeats < 1:
-        parser.error(f"--repeats must be >= 1, got {repeats}")
+    parser.add_argument("--repeats", type=_positive_int, help="timed samples per row (default 3 quick, 7 full)")
+    parser.add_argument(
+        "--tiny", action="store_true", help="toy shapes and few rows: a smoke test of the script (no verdicts)"
+    )
+    parser.add_argument(
+        "--plot",
+        type=Path,
+        metavar="DIR",
+        help=f"write the figures of the sections that have one to DIR ({', '.join(n for n, _ in FIGURES.values())})",
+    )
+
+
+def execute(args: argparse.Namespace) -> int:
+    """Runs the benchmark, prints the markdown report and optionally writes it (and raw JSON) to ``--out``.
+
+    Returns:
+      The process exit status: 0 when the benchmark ran (targets that FAIL are reported, not raised).
+    """
+    names = args.sections or list(QUICK_SECTIONS if args.quick else DEFAULT_SECTIONS)
+    repeats = args.repeats or DEFAULT_REPEATS["quick" if args.quick or args.tiny else "full"]
     settings = Settings(quick=args.quick, tiny=args.tiny, repeats=repeats, backend=jax.default_backend())
+    if settings.tiny:
+        print(f"[jaxdrop bench] {TINY_NOTE.replace('**', '')}", file=sys.stderr)
 
     start, cpu_start = time.perf_counter(), time.process_time()
     info = machine_info()
@@ -199,9 +232,11 @@ def main(argv: list[str] | None = None, *, command: str | None = None) -> int:
         sections[name].summary["elapsed_s"] = time.perf_counter() - section_start
         print(f"[jaxdrop bench] {name} done in {sections[name].summary['elapsed_s']:.0f} s", file=sys.stderr)
     targets = evaluate_targets(sections, settings.tiny)
+    if "attention" in sections:
+        targets += _attention.attention_targets(sections["attention"], settings.tiny)
     elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu_start
-    command = command or " ".join(["python -m jaxdrop bench", *argv])
-    markdown = render(info, command, sections, targets, elapsed, cpu)
+    command = getattr(args, "command_line", None) or "python -m jaxdrop bench"
+    markdown = render(info, command, sections, targets, elapsed, cpu, tiny=settings.tiny)
     print(markdown)
 
     if args.out is not None:
@@ -220,8 +255,28 @@ def main(argv: list[str] | None = None, *, command: str | None = None) -> int:
         }
         (args.out / "results.json").write_text(json.dumps(record, indent=1, default=str) + "\n")
         (args.out / "results.md").write_text(markdown)
+    if args.plot is not None:
+        for name, (file_name, write_figure) in FIGURES.items():
+            if name in sections:
+                path = write_figure(sections[name], args.plot / file_name, describe_machine(info))
+                print(f"[jaxdrop bench] figure written to {path}", file=sys.stderr)
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def main(argv: Sequence[str] | None = None, *, command: str | None = None) -> int:
+    """``python -m jaxdrop bench ARGV`` in this process (for scripts and tests).
+
+    Args:
+      argv: the benchmark's options (without ``bench``); ``sys.argv[1:]`` when None.
+      command: the command line the report names (a wrapper script gives its own); by default
+        ``python -m jaxdrop bench`` and ``argv``.
+
+    Returns:
+      The exit status; usage errors exit with status 2 (``SystemExit``), as on the command line.
+    """
+    from jaxdrop.cli._main import build_parser
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser("python -m jaxdrop").parse_args(["bench", *argv])
+    args.command_line = command or " ".join(["python -m jaxdrop bench", *argv])
+    return execute(args)

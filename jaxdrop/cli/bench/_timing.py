@@ -208,6 +208,16 @@ class Settings:
         # Tiny shapes take microseconds per call; several calls per sample keep the timer's resolution out.
         return 2e-3 if self.tiny else 0.0
 
+    @property
+    def compiler_options(self) -> dict[str, Any] | None:
+        """XLA options for every executable of the run: none, except for the ``--tiny`` smoke test.
+
+        Compiling is nearly all of a tiny run (toy shapes run in microseconds); without backend optimisation XLA
+        compiles the CPU programs about twice as fast. Timings taken so are not comparable, which is why tiny
+        runs judge no target.
+        """
+        return {"xla_backend_optimization_level": 0} if self.tiny else None
+
 
 @dataclass
 class Section:
@@ -251,10 +261,3 @@ def fmt_ratio(numerator: float | None, denominator: float | None) -> str:
         return "–"
     ratio = numerator / denominator
     return f"{ratio:.3g}x" if ratio < 100 else f"{ratio:.0f}x"
-
-
-def markdown_table(header: list[str], lines: list[list[str]]) -> str:
-    """A GitHub markdown table."""
-    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    out += ["| " + " | ".join(line) + " |" for line in lines]
-    return "\n".join(out)
