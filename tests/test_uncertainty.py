@@ -185,8 +185,11 @@ def test_plot_reliability_diagram_draws_bars():
 
     matplotlib.use("Agg")
     probs, labels = _random_probs(50, 3)
-    ax = U.plot_reliability_diagram(U.reliability_diagram(probs, labels, num_bins=5))
+    diagram = U.reliability_diagram(probs, labels, num_bins=5)
+    ax = U.plot_reliability_diagram(diagram)
     assert len(ax.patches) == 5 and ax.get_xlabel() == "confidence"
+    # every bar carries its example count (empty bins are unlabelled)
+    assert [text.get_text() for text in ax.texts] == [str(int(n)) if n else "" for n in np.asarray(diagram.counts)]
 
 
 # --- selective prediction and OOD -----------------------------------------------------------------------------------

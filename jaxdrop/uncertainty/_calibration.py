@@ -232,6 +232,9 @@ def _calibration_error(diagram: ReliabilityDiagram) -> jax.Array:
 def plot_reliability_diagram(diagram: ReliabilityDiagram, ax: Any = None, label: str | None = None) -> Any:
     """Draws a reliability diagram (accuracy per bin vs the diagonal) with matplotlib (an optional dependency).
 
+    Each bar is labelled with its number of examples, so a bin whose accuracy rests on a handful of predictions is
+    visible as such; empty bins are drawn empty.
+
     Args:
       diagram: from `reliability_diagram()`.
       ax: a matplotlib ``Axes``; a new figure is made when None.
@@ -253,7 +256,7 @@ def plot_reliability_diagram(diagram: ReliabilityDiagram, ax: Any = None, label:
         _, ax = plt.subplots(figsize=(4, 4))
     edges = np.asarray(diagram.bin_edges)
     accuracy = np.nan_to_num(np.asarray(diagram.accuracy), nan=0.0)
-    ax.bar(
+    bars = ax.bar(
         edges[:-1],
         accuracy,
         width=np.diff(edges),
@@ -262,9 +265,11 @@ def plot_reliability_diagram(diagram: ReliabilityDiagram, ax: Any = None, label:
         alpha=0.7,
         label=label or "accuracy",
     )
+    counts = np.asarray(diagram.counts)
+    ax.bar_label(bars, labels=[str(int(n)) if n else "" for n in counts], fontsize=6, padding=1)
     ax.plot([0, 1], [0, 1], linestyle="--", color="gray", label="perfect calibration")
     ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1)
+    ax.set_ylim(0, 1.08)  # room for the count labels above a full bar
     ax.set_xlabel("confidence")
     ax.set_ylabel("accuracy")
     ax.legend(loc="upper left")

@@ -72,8 +72,13 @@ def block(result: Any) -> Any:
     return jax.block_until_ready(result)
 
 
-def measure_group(rows: list[Row], repeats: int, warmup: int = 1, min_sample_s: float = 0.0) -> None:
+def measure_group(
+    rows: list[Row], repeats: int, warmup: int = 1, min_sample_s: float = 0.0, settle_s: float = 0.05
+) -> None:
     """Times every runnable row of ``rows`` ``repeats`` times, in alternation; fills ``times_s`` in place.
+
+    Before each sample the process sleeps ``settle_s`` (untimed), so the previous row's deferred work (freeing its
+    buffers: ~20 ms after a flax call on a 2-core CPU) is not charged to the next row.
 
     The first call of each row (compilation included) is recorded separately, then ``warmup`` more calls are
     made. Rows faster than ``min_sample_s`` run several calls per sample (time per call is stored), so tiny
@@ -99,6 +104,7 @@ def measure_group(rows: list[Row], repeats: int, warmup: int = 1, min_sample_s: 
         for repeat in range(repeats):
             offset = repeat % max(len(runnable), 1)
             for row, run in runnable[offset:] + runnable[:offset]:
+                time.sleep(settle_s)
                 start = time.perf_counter()
                 for _ in range(row.calls_per_sample):
                     run()
