@@ -151,6 +151,7 @@ def test_site_checker_finds_raw_roles_and_broken_references(tmp_path):
     assert "missing.png" in found[1] and "nowhere/index.html" in found[2] and "from the network" in found[3]
 
 
+@pytest.mark.slow  # .ci/run's docs step builds the site and runs the same check (scripts/check_site.py)
 def test_site_builds_strict_with_no_raw_markup_or_broken_images(tmp_path):
     for module in ("mkdocs", "mkdocstrings_handlers.python", "mkdocs_jupyter", "material"):
         pytest.importorskip(module, reason='the docs extra: pip install -e ".[docs]"')
