@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+import jaxdrop
 from jaxdrop.cli import markdown_table
 from jaxdrop.cli.training import gradient_step, init_mlp, mlp, progress
 
@@ -129,6 +130,30 @@ def minibatches(rng: np.random.RandomState, num_examples: int, batch_size: int) 
     order = rng.permutation(num_examples)
     num_batches = max(1, num_examples // batch_size)
     return order[: num_batches * batch_size].reshape(num_batches, -1)
+
+
+def seeded_epoch(one_model, rates, seeds, x_train, y_train, *, key_name: str):
+    """A jitted epoch training one model per (seed, rate) together: ``vmap`` over seeds and rates, ``scan`` over the
+    batches. ``one_model(params, opt_state, key, rate, x, y)`` is one optimizer step; the rates of a seed share its
+    dropout key (``fold_in(key(seed), key_name, epoch, step)``) and its batches, so comparisons are paired."""
+
+    @jax.jit
+    def epoch(params, opt_state, batches, epoch_index):
+        def step(carry, inputs):
+            batch, i = inputs  # batch: (seeds, batch_size)
+
+            def one_seed(params, opt_state, seed, batch):
+                key = jaxdrop.fold_in(jax.random.key(seed), key_name, epoch_index, i)
+                return jax.vmap(one_model, in_axes=(0, 0, None, 0, None, None))(
+                    params, opt_state, key, rates, x_train[batch], y_train[batch]
+                )
+
+            return jax.vmap(one_seed)(*carry, seeds, batch), None
+
+        steps = jnp.arange(batches.shape[1])
+        return jax.lax.scan(step, (params, opt_state), (jnp.swapaxes(batches, 0, 1), steps))[0]
+
+    return epoch
 
 
 def quick_env() -> bool:

@@ -80,21 +80,7 @@ def train(model, data, rates, seeds, *, epochs, batch_size, quiet):
 
     one_model = _common.gradient_step(optimizer, loss_fn)
 
-    @jax.jit
-    def epoch(params, opt_state, batches, epoch_index):
-        def step(carry, inputs):
-            batch, i = inputs  # batch: (seeds, batch_size)
-
-            def one_seed(params, opt_state, seed, batch):
-                key = jaxdrop.fold_in(jax.random.key(seed), "dropout", epoch_index, i)
-                return jax.vmap(one_model, in_axes=(0, 0, None, 0, None, None))(
-                    params, opt_state, key, rates, x_train[batch], y_train[batch]
-                )
-
-            return jax.vmap(one_seed)(*carry, seeds, batch), None
-
-        steps = jnp.arange(batches.shape[1])
-        return jax.lax.scan(step, (params, opt_state), (jnp.swapaxes(batches, 0, 1), steps))[0]
+    epoch = _common.seeded_epoch(one_model, rates, seeds, x_train, y_train, key_name="dropout")
 
     rngs = [np.random.RandomState(int(seed)) for seed in seeds]
     desc = f"{len(seeds) * len(rates)} MLPs (seeds x no dropout | dropout)"

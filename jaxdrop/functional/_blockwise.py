@@ -379,9 +379,15 @@ def _attention_core(plan: Plan, operands: dict[str, Any]) -> tuple[jax.Array, ja
     return _forward(plan, operands)
 
 
-def _core_forward(plan: Plan, operands: dict[str, Any]):
-    out, lse = _forward(plan, operands)
-    return (out, lse), (operands, out, lse)
+def core_forward_rule(forward: Callable[[Plan, dict[str, Any]], tuple[jax.Array, jax.Array]]) -> Callable:
+    """The ``custom_vjp`` forward rule of a core computing ``(out, lse)`` with ``forward``: it keeps ``(operands,
+    out, lse)`` for ``core_backward`` (the blockwise core's and the Pallas core's)."""
+
+    def rule(plan: Plan, operands: dict[str, Any]):
+        out, lse = forward(plan, operands)
+        return (out, lse), (operands, out, lse)
+
+    return rule
 
 
 def core_backward(plan: Plan, residuals, cotangents):
@@ -396,7 +402,7 @@ def core_backward(plan: Plan, residuals, cotangents):
     return (grads,)
 
 
-_attention_core.defvjp(_core_forward, core_backward)
+_attention_core.defvjp(core_forward_rule(_forward), core_backward)
 
 
 def canonical_weights_operand(

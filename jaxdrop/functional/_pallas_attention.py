@@ -178,12 +178,7 @@ def pallas_core(plan: Plan, operands: dict[str, Any]) -> tuple[jax.Array, jax.Ar
     return _forward(plan, operands)
 
 
-def _core_forward(plan: Plan, operands: dict[str, Any]):
-    out, lse = _forward(plan, operands)
-    return (out, lse), (operands, out, lse)
-
-
-pallas_core.defvjp(_core_forward, _blockwise.core_backward)
+pallas_core.defvjp(_blockwise.core_forward_rule(_forward), _blockwise.core_backward)
 
 
 def pallas_attention(query: jax.Array, key: jax.Array, value: jax.Array, **kwargs: Any) -> jax.Array:
