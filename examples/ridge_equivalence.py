@@ -139,6 +139,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "Data: scikit-learn diabetes (442 x 10), standardised. Produced by `examples/ridge_equivalence.py`"
         f"{' --quick' if args.quick else ''}.\n\n"
         f"## 1. Expected loss: Monte Carlo over {args.samples:,} masks vs closed form\n\n"
+        "Each row evaluates the loss at its own weights (least squares plus a random perturbation drawn per rate), so "
+        "rows are not points of one curve; the figure uses one perturbed weight vector for every rate, so its values "
+        "differ from the table's.\n\n"
         + _common.markdown_table(["dropout", "rate q", "MC mean ± s.e.", "closed form", "rel. diff", "z"], loss_rows)
         + f"\n\nLargest |z| = {max(checks):.2f} (|z| < 3 expected if the formula holds).\n\n"
         f"## 2. Minimiser: gradient descent with dropout ({args.steps:,} steps) vs ridge closed form\n\n"
