@@ -63,6 +63,12 @@ def fold_in(key: jax.Array, *data: int | str | jax.typing.ArrayLike) -> jax.Arra
     Floats (0.3 would give the key of 0), bools (True would give the key of 1), bytes, None and arrays of more
     than one element raise ``TypeError`` or ``ValueError`` naming the item (``data[i]``).
 
+    On many devices and hosts, give every host the same root key (from a seed in the run's configuration, never
+    from ``jax.process_index()``): masks depend on each element's global index, so every device draws its own shard
+    of one mask. Fold in the step (``fold_in(root, step)``) for a new mask each step, with no key state to carry or
+    checkpoint, and the layer index in a ``scan`` over stacked layers (``fold_in(step_key, layer)``); see the guide
+    "Dropout on many devices and hosts" (docs/guide/distributed.md).
+
     Args:
       key: a typed or legacy PRNG key.
       *data: layer names, step numbers, sample indices, in any order you keep consistent.

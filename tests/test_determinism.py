@@ -320,6 +320,7 @@ def _run_mesh_script(full: bool) -> str:
     return result.stdout
 
 
+@pytest.mark.slow  # the default run checks the same on a 2-process job: tests/test_multiprocess.py
 def test_every_variant_bit_identical_on_1_2_8_devices():
     out = _run_mesh_script(full=False)
     assert "FAILURES []" in out, out
