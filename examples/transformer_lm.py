@@ -4,17 +4,22 @@ The corpus is the Python standard library's own source code (every Python instal
 files in sorted order train the model, the following files validate it. A small pre-norm decoder (2 layers,
 4 heads, width 64, context 64) is trained with
 
-- no dropout, and
+- no dropout,
 - dropout 0.1 on the embeddings (``jaxdrop.dropout``), on the attention weights
-  (``jaxdrop.dot_product_attention``, flax's signature) and on each residual branch (``jaxdrop.dropout``),
+  (``jaxdrop.dot_product_attention``, flax's signature) and on each residual branch (``jaxdrop.dropout``), and
+- the same dropout with LayerDrop (``jaxdrop.layer_drop``, Fan et al. 2019, rate ``--layer-drop``): each
+  transformer layer is skipped with that probability in training,
 
-in one ``vmap`` over the two rates (traced) and several seeds. On the small training text the undropped model
+in one ``vmap`` over the three models (their rates are traced) and several seeds. Inside that ``vmap`` the
+LayerDrop decisions are batched, so ``lax.cond`` runs as a select and no compute is saved here; the bench section
+``recipes`` measures the saving of a single model. On the small training text the undropped model
 overfits (its training loss falls far below its validation loss); dropout narrows that gap, and the figure shows
 whether, within the step budget, it also lowers the validation loss, with the spread over seeds.
 """
 
 from __future__ import annotations
 
+import functools
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -56,13 +61,15 @@ def rms_norm(x, scale):
     return scale * x * jax.lax.rsqrt(jnp.mean(x**2, -1, keepdims=True) + 1e-6)
 
 
-def forward(params, tokens, *, rate, key, heads, deterministic=False):
-    """Logits for next-character prediction; dropout on embeddings, attention weights and residual branches."""
+def forward(params, tokens, *, rate, key, heads, layer_rate=0.0, deterministic=False):
+    """Logits for next-character prediction; dropout on embeddings, attention weights and residual branches, and
+    LayerDrop (each whole layer skipped with probability ``layer_rate``)."""
     keys = (lambda *d: None) if deterministic else (lambda *d: jaxdrop.fold_in(key, *d))
     batch, length = tokens.shape
     x = params["embed"][tokens] + params["position"][:length]
     x = jaxdrop.dropout(x, rate, key=keys("embed"), deterministic=deterministic)
-    for i, layer in enumerate(params["layers"]):
+
+    def transformer_layer(x, i, layer):
         qkv = rms_norm(x, layer["norm1"]) @ layer["qkv"]
         q, k, v = jnp.split(qkv.reshape(batch, length, 3 * heads, -1), 3, axis=2)
         attended = jaxdrop.dot_product_attention(
@@ -71,7 +78,10 @@ def forward(params, tokens, *, rate, key, heads, deterministic=False):
         branch = attended.reshape(batch, length, -1) @ layer["out"]
         x = x + jaxdrop.dropout(branch, rate, key=keys(i, "attention_out"), deterministic=deterministic)
         branch = jax.nn.gelu(rms_norm(x, layer["norm2"]) @ layer["up"]) @ layer["down"]
-        x = x + jaxdrop.dropout(branch, rate, key=keys(i, "mlp_out"), deterministic=deterministic)
+        return x + jaxdrop.dropout(branch, rate, key=keys(i, "mlp_out"), deterministic=deterministic)
+
+    layers = [functools.partial(transformer_layer, i=i, layer=layer) for i, layer in enumerate(params["layers"])]
+    x = jaxdrop.layer_drop(layers, x, layer_rate, key=keys("layer_drop"), deterministic=deterministic)
     return rms_norm(x, params["norm"]) @ params["embed"].T
 
 
@@ -88,6 +98,7 @@ def windows(tokens: np.ndarray, context: int) -> np.ndarray:
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     p = _common.parser(__doc__.split("\n\n")[0])
     p.add_argument("--rate", type=float, default=0.1, help="embedding, attention and residual dropout rate")
+    p.add_argument("--layer-drop", type=float, default=0.2, help="LayerDrop rate of the third model (Fan et al.: 0.2)")
     p.add_argument("--seeds", type=int, default=3, help="initialisations (and batch orders), all in one vmap")
     p.add_argument("--train-chars", type=int, default=100_000)
     p.add_argument("--val-chars", type=int, default=30_000)
@@ -108,9 +119,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     val_windows = jnp.asarray(windows(val_tokens, args.context))
     train_windows = jnp.asarray(windows(train_tokens, args.context)[: len(val_windows)])
 
-    # Models are (seed, rate): both rates of a seed share the initialisation and the batches, so the difference
-    # between them is paired; the seeds measure how much of it is noise.
-    rates = jnp.asarray([0.0, args.rate], jnp.float32)
+    # Models are (seed, model): the models of a seed share the initialisation and the batches, so the differences
+    # between them are paired; the seeds measure how much of it is noise. A model is (dropout rate, LayerDrop rate).
+    rates = jnp.asarray([[0.0, 0.0], [args.rate, 0.0], [args.rate, args.layer_drop]], jnp.float32)
     seeds = jnp.arange(args.seeds) + args.seed
     init = jax.vmap(
         lambda s: init_params(jax.random.key(s), width=args.width, layers=args.layers, context=args.context)
@@ -119,8 +130,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     optimizer = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(3e-3, weight_decay=0.0))
     opt_state = jax.vmap(jax.vmap(optimizer.init))(params)
 
-    def loss_fn(p, rate, key, batch):
-        logits = forward(p, batch[:, :-1], rate=rate, key=key, heads=args.heads)
+    def loss_fn(p, model_rates, key, batch):
+        rate, layer_rate = model_rates
+        logits = forward(p, batch[:, :-1], rate=rate, key=key, heads=args.heads, layer_rate=layer_rate)
         return sequence_loss(logits, batch[:, 1:])
 
     one_model = _common.gradient_step(optimizer, loss_fn)
@@ -159,7 +171,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         history.append((start + chunk, train_loss, val_loss))
         bar.update(chunk)
     bar.close()
-    names = ["no dropout", f"dropout {args.rate}"]
+    names = ["no dropout", f"dropout {args.rate}", f"dropout {args.rate} + LayerDrop {args.layer_drop}"]
     final_train, final_val = history[-1][1], history[-1][2]
     best_val = np.min(np.stack([h[2] for h in history]), axis=0)
     results = {}
@@ -172,6 +184,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             "best_val_loss": float(best_val[:, i].mean()),
         }
     word, detail = _common.compare(final_val[:, 1], final_val[:, 0])
+    layer_word, layer_detail = _common.compare(final_val[:, 2], final_val[:, 1])
     rows = [
         (
             name,
@@ -188,13 +201,15 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         f"{' --quick' if args.quick else ''})\n\n"
         f"{len(train_tokens):,} training / {len(val_tokens):,} validation characters; {args.layers} layers, "
         f"{args.heads} heads, width {args.width}, context {args.context}, batch {args.batch_size}, {steps_run} "
-        f"AdamW steps; {len(seeds)} seeds (initialisation and batch order; both models of a seed share them), all "
+        f"AdamW steps; {len(seeds)} seeds (initialisation and batch order; the models of a seed share them), all "
         f"{num_models} models in one `vmap`. Losses in nats per character (dropout off for evaluation), mean over "
         "seeds (± standard error).\n\n"
         + _common.markdown_table(
             ["model", "final train loss", "final val loss", "val - train gap", "best val loss"], rows
         )
-        + f"\n\nFinal validation loss, dropout minus no dropout (paired by seed): {detail} nats/char, {word}.\n"
+        + f"\n\nFinal validation loss, dropout minus no dropout (paired by seed): {detail} nats/char, {word}. "
+        f"Adding LayerDrop {args.layer_drop} (each of the {args.layers} layers skipped with that probability in "
+        f"training), minus dropout alone: {layer_detail} nats/char, {layer_word}.\n"
     )
     print(report)
     _common.write_text(out, "transformer_lm.md", report)
@@ -208,13 +223,15 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             ax.plot(steps, mean, style, color=f"C{i}", label=f"{name}: {label}")
             if len(seeds) > 1:
                 ax.fill_between(steps, mean - 2 * error, mean + 2 * error, color=f"C{i}", alpha=0.2, lw=0)
-    gap_none, gap_drop = (results[name]["gap"] for name in names)
+    gap_none, gap_drop, _ = (results[name]["gap"] for name in names)
     ax.set(
         xlabel="training step",
         ylabel="cross-entropy (nats/char)",
         title=f"Dropout {args.rate} narrows the train/validation gap ({gap_none:.2f} -> {gap_drop:.2f} nats);\n"
-        f"its validation loss after {steps_run} steps is {word} ({detail}), {len(seeds)} seeds",
+        f"its validation loss after {steps_run} steps is {word} ({detail});\nLayerDrop {args.layer_drop} on top: "
+        f"validation loss {layer_word} ({layer_detail}), {len(seeds)} seeds",
     )
+    ax.title.set_fontsize(9)
     if len(seeds) > 1:
         ax.plot([], [], color="gray", alpha=0.4, lw=6, label="± 2 s.e. over seeds")
     ax.legend(fontsize=8)

@@ -100,6 +100,30 @@ def _predicate(where: LeafPredicate | str | Sequence[str] | None) -> LeafPredica
     return lambda path, leaf: any(name in path.split("/") for name in names)
 
 
+def selected_leaves(params: Any, where: LeafPredicate | str | Sequence[str] | None, variant: str) -> dict[str, Any]:
+    """The leaves of ``params`` that ``where`` selects, by path name; each must be a floating-point array.
+
+    Raises:
+      TypeError: a bad ``where`` or a selected leaf that is not floating point (its path is named).
+      ValueError: two selected leaves with the same path name (one key, so one mask, for both).
+    """
+    select = _predicate(where)
+    selected = {}
+    for path, leaf in jax.tree_util.tree_leaves_with_path(params):
+        name = path_name(path)
+        if select(name, leaf):
+            if not _checks.is_array_like(leaf) or not jnp.issubdtype(jnp.result_type(leaf), jnp.floating):
+                dtype = jnp.result_type(leaf) if _checks.is_array_like(leaf) else type(leaf).__name__
+                raise TypeError(
+                    f"`where` selected the leaf {name!r} of `params` of dtype {dtype}; {variant} applies to "
+                    f"floating-point weights only."
+                )
+            if name in selected:  # e.g. {"a/b": w1, "a": {"b": w2}}
+                raise ValueError(f"`params` has two selected leaves named {name!r}; they would share a mask.")
+            selected[name] = leaf
+    return selected
+
+
 def dropconnect_params(
     params: Any,
     rate: jax.typing.ArrayLike,
@@ -145,20 +169,7 @@ def dropconnect_params(
       >>> out["dense"]["bias"] is params["dense"]["bias"]  # biases are left alone by default
       True
     """
-    select = _predicate(where)  # first: it says which leaves are the input arrays
-    selected = {}
-    for path, leaf in jax.tree_util.tree_leaves_with_path(params):
-        name = path_name(path)
-        if select(name, leaf):
-            if not _checks.is_array_like(leaf) or not jnp.issubdtype(jnp.result_type(leaf), jnp.floating):
-                dtype = jnp.result_type(leaf) if _checks.is_array_like(leaf) else type(leaf).__name__
-                raise TypeError(
-                    f"`where` selected the leaf {name!r} of dtype {dtype}; DropConnect applies to floating-point "
-                    f"weights only."
-                )
-            if name in selected:  # e.g. {"a/b": w1, "a": {"b": w2}}: one key, so one mask, for both
-                raise ValueError(f"`params` has two selected leaves named {name!r}; they would share a mask.")
-            selected[name] = leaf
+    selected = selected_leaves(params, where, "DropConnect")  # first: it says which leaves are the input arrays
     rate = _checks.probability(rate, "rate")
     deterministic = _checks.static_bool(deterministic, "deterministic")
     inverted = _checks.static_bool(inverted, "inverted")
