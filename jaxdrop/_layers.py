@@ -21,13 +21,15 @@ from jaxdrop import _checks, _mode
 from jaxdrop.functional import dot_product_attention
 
 
-def is_deterministic(flag: object, name: str = "deterministic") -> bool:
+def is_deterministic(flag: object, name: str = "deterministic", layer: Any = None) -> bool:
     """The layer's resolved flag as a Python bool; False inside ``jaxdrop.stochastic()``, whatever the flag.
 
     Every jaxdrop layer resolves its flag here, so the context turns them all on (MC dropout in evaluation mode)
-    and no other layer: BatchNorm and flax's own dropout keep the mode the model's call gives them.
+    and no other layer: BatchNorm and flax's own dropout keep the mode the model's call gives them. ``layer`` (the
+    module asking) lets per-site MC (``jaxdrop.mc.predict(..., sites=...)``) switch on only the chosen layers.
     """
-    return _checks.static_bool(flag, name) and not _mode.is_stochastic()
+    forced = _mode.is_stochastic(layer)  # asked first: per-site MC records every layer it meets, on or off
+    return _checks.static_bool(flag, name) and not forced
 
 
 def stochastic_note() -> str:

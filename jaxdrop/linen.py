@@ -69,7 +69,8 @@ class _Stochastic(nn.Module):
         """Returns ``(rate, deterministic, key)``: the call-time rate, else the layer's own; the flag merged with
         the attribute; and the key, None when no randomness is needed."""
         rate = getattr(self, self.rate_field) if rate is None else rate
-        deterministic = _layers.is_deterministic(nn.merge_param("deterministic", self.deterministic, deterministic))
+        merged = nn.merge_param("deterministic", self.deterministic, deterministic)
+        deterministic = _layers.is_deterministic(merged, layer=self)  # per-site MC chooses by the module's path
         if not _layers.needs_key(rate, deterministic, self.key_free_rates):
             return rate, deterministic, None
         if rng is None:

@@ -120,7 +120,7 @@ class _Stochastic(nnx.Module):
         name = type(self).__name__
         rate = getattr(self, self.rate_field) if rate is None else rate
         deterministic = _first_from(deterministic, self.deterministic, error_msg=_NO_DETERMINISTIC.format(name=name))
-        deterministic = _layers.is_deterministic(deterministic)
+        deterministic = _layers.is_deterministic(deterministic, layer=self)  # per-site MC chooses by the module
         if not _layers.needs_key(rate, deterministic, self.key_free_rates):
             return rate, deterministic, None
         no_rngs = _NO_RNGS.format(name=name, collection=self.rng_collection) + _layers.stochastic_note()

@@ -5,6 +5,9 @@
    are one program: the rates are traced, so ``jax.vmap`` trains both networks side by side.
 2. The dropout network is then used with MC dropout (Gal & Ghahramani 2016): T stochastic forward passes per test
    image, predictive entropy as the uncertainty, and the most uncertain images sent for human review.
+3. Post-hoc calibration and conformal sets: a temperature (Guo et al. 2017) is fitted on a held-out calibration
+   split (never the test images) for the weight-scaled network and for MC dropout; split conformal prediction sets
+   (LAC and APS scores, calibrated on the same split) are checked for their 90% / 95% coverage on the test images.
 
 Every number printed is computed by this run; seeds are fixed, so re-running prints the same table. The MLP and
 its training step are ``jaxdrop.cli.training``'s, shared with the example scripts. Needs the ``examples`` extra
@@ -14,6 +17,7 @@ its training step are ``jaxdrop.cli.training``'s, shared with the example script
 from __future__ import annotations
 
 import argparse
+import functools
 import time
 from typing import Any
 
@@ -27,19 +31,31 @@ from jaxdrop.cli._extras import require
 from jaxdrop.cli._table import markdown_table
 
 HIDDEN = (256, 256)
+NUM_CALIBRATION = 500  # held-out images per split for the temperature and the conformal threshold
+ALPHAS = (0.10, 0.05)  # conformal miscoverage levels: target coverage 90% and 95%
+CONFORMAL_SCORES = ("lac", "aps")
 CONFIGS = (("no dropout", 0.0, 0.0), ("dropout 0.2 in / 0.5 hidden", 0.2, 0.5))
 REVIEW_FRACTIONS = (0.0, 0.05, 0.10, 0.20)
 # --quick (and the tests): fewer splits, fewer epochs at a higher learning rate, fewer MC samples
 QUICK: dict[str, Any] = {"num_splits": 2, "epochs": 120, "learning_rate": 3e-3, "num_samples": 30}
 
 
-def splits(seed: int, num_splits: int, num_train: int) -> dict[str, np.ndarray]:
-    """``num_splits`` random train/test splits of the digits, stacked: ``x_train`` is ``(splits, num_train, 64)``."""
+def splits(seed: int, num_splits: int, num_train: int, num_calibration: int = NUM_CALIBRATION) -> dict[str, np.ndarray]:
+    """``num_splits`` random train/calibration/test splits of the digits, stacked: ``x_train`` is
+    ``(splits, num_train, 64)``; the calibration images are the ``num_calibration`` after the training ones."""
     images, labels = datasets.digits()
     inputs = images.reshape(len(images), -1)
     orders = [np.random.RandomState(seed + s).permutation(len(inputs)) for s in range(num_splits)]
-    train, test = np.stack([o[:num_train] for o in orders]), np.stack([o[num_train:] for o in orders])
-    return {"x_train": inputs[train], "y_train": labels[train], "x_test": inputs[test], "y_test": labels[test]}
+    parts = {
+        "train": np.stack([o[:num_train] for o in orders]),
+        "cal": np.stack([o[num_train : num_train + num_calibration] for o in orders]),
+        "test": np.stack([o[num_train + num_calibration :] for o in orders]),
+    }
+    return {
+        f"{axis}_{part}": array[index]
+        for part, index in parts.items()
+        for axis, array in (("x", inputs), ("y", labels))
+    }
 
 
 def train_all(data, *, seed, epochs, batch_size, learning_rate, progress=True):
@@ -96,7 +112,8 @@ def train_all(data, *, seed, epochs, batch_size, learning_rate, progress=True):
 
 def mc_predict(params, x, labels, *, key, rate, num_samples):
     """MC dropout with ``jaxdrop.mc.predict``: ``num_samples`` stochastic passes of every split's network at once,
-    summarised (predictive mean, entropy, mutual information, ...) chunk by chunk."""
+    summarised (predictive mean, entropy, mutual information, ...) chunk by chunk; the sampled logits are kept
+    (``samples``: ``(num_samples, splits, images, 10)``) for the temperature fit."""
     from jaxdrop import mc
 
     def classifier(sample_key, inputs):
@@ -105,7 +122,9 @@ def mc_predict(params, x, labels, *, key, rate, num_samples):
             params, x
         )
 
-    return mc.predict(classifier, (params, x), key=key, num_samples=num_samples, chunk_size=25, labels=labels)
+    return mc.predict(
+        classifier, (params, x), key=key, num_samples=num_samples, chunk_size=25, labels=labels, return_samples=True
+    )
 
 
 def review_table(uncertainty, probs, labels, fractions=REVIEW_FRACTIONS) -> list[dict[str, float]]:
@@ -124,6 +143,95 @@ def review_table(uncertainty, probs, labels, fractions=REVIEW_FRACTIONS) -> list
                 "errors_caught": int((~correct[flagged]).sum()),
             }
         )
+    return rows
+
+
+@functools.partial(jax.jit, static_argnames=("mc_samples", "fit"))
+def _calibration_metrics(cal_logits, cal_labels, test_logits, test_labels, *, mc_samples, fit):
+    """Test accuracy, NLL, ECE and the temperature (1 without ``fit``) of one split: one compiled program."""
+    from jaxdrop import uncertainty as unc
+
+    temperature = unc.fit_temperature(cal_logits, cal_labels) if fit else jnp.float32(1.0)
+    probs = unc.calibrated_probs(test_logits, temperature, mc_samples=mc_samples)
+    accuracy = jnp.mean(jnp.argmax(probs, -1) == test_labels)
+    ece = unc.expected_calibration_error(probs, test_labels)
+    return jnp.stack([accuracy, unc.nll(probs, test_labels), ece, temperature])
+
+
+def calibration_rows(cal, test) -> list[dict[str, Any]]:
+    """Accuracy, NLL and ECE on the test images of each predictor, with and without a temperature fitted on the
+    calibration images (`jaxdrop.uncertainty.fit_temperature`), mean over splits (``vmap``).
+
+    ``cal`` and ``test`` hold ``"logits"`` (weight scaling, ``(splits, n, 10)``), ``"samples"`` (MC logits,
+    ``(T, splits, n, 10)``) and ``"labels"``. MC dropout is tempered in the two ways the docstring of
+    ``fit_temperature`` compares: each sample's logits, then the average; or the log of the averaged probabilities.
+    """
+
+    def log_mean(samples):
+        return jnp.log(jax.nn.softmax(samples, -1).mean(0))
+
+    predictors = {  # name: (logits, their split axis, whether they are MC samples, fit a temperature)
+        "weight scaling": (lambda d: d["logits"], 0, False, False),
+        "weight scaling + temperature": (lambda d: d["logits"], 0, False, True),
+        "MC dropout": (lambda d: d["samples"], 1, True, False),
+        "MC dropout + temperature (each sample)": (lambda d: d["samples"], 1, True, True),
+        "MC dropout + temperature (the average)": (lambda d: log_mean(d["samples"]), 0, False, True),
+    }
+    rows = []
+    for name, (logits_of, axis, mc_samples, fit) in predictors.items():
+        evaluate = functools.partial(_calibration_metrics, mc_samples=mc_samples, fit=fit)
+        per_split = jax.vmap(evaluate, in_axes=(axis, 0, axis, 0))(
+            logits_of(cal), cal["labels"], logits_of(test), test["labels"]
+        )
+        accuracy, nll, ece, temperature = np.asarray(per_split).mean(0).tolist()
+        rows.append(
+            {"name": name, "accuracy": accuracy, "nll": nll, "ece": ece, "temperature": temperature if fit else None}
+        )
+    return rows
+
+
+@functools.partial(jax.jit, static_argnames=("score",))
+def _conformal_metrics(cal_probs, cal_labels, test_probs, test_labels, keys, alphas, *, score):
+    """Coverage and mean set size ``(alphas, splits)`` of every alpha and split (``vmap`` over both; alpha is
+    traced, so one compiled program per score)."""
+    from jaxdrop import uncertainty as unc
+
+    def one(alpha, cal_probs, cal_labels, test_probs, test_labels, key):
+        sets = unc.conformal_sets(cal_probs, cal_labels, test_probs, alpha=alpha, score=score, key=key)
+        return unc.set_coverage(sets, test_labels), unc.mean_set_size(sets)
+
+    every_split = jax.vmap(one, in_axes=(None, 0, 0, 0, 0, 0))
+    return jax.vmap(every_split, in_axes=(0, None, None, None, None, None))(
+        alphas, cal_probs, cal_labels, test_probs, test_labels, keys
+    )
+
+
+def conformal_rows(cal, test, *, key, alphas=ALPHAS, scores=CONFORMAL_SCORES) -> list[dict[str, Any]]:
+    """Split conformal sets (`jaxdrop.uncertainty.conformal_sets`) calibrated on the calibration images of each
+    split: empirical coverage and mean set size on its test images, mean over splits. APS is randomised with
+    ``key`` (Romano et al. 2020): non-randomised APS counts each label's whole probability and gives far larger
+    sets."""
+    probs = {
+        "weight scaling": lambda d: jax.nn.softmax(d["logits"], -1),
+        "MC dropout": lambda d: jax.nn.softmax(d["samples"], -1).mean(0),
+    }
+    keys = jax.random.split(key, len(test["labels"]))
+    rows = []
+    for score in scores:
+        for name, probs_of in probs.items():
+            coverages, sizes = _conformal_metrics(
+                probs_of(cal), cal["labels"], probs_of(test), test["labels"], keys, jnp.asarray(alphas), score=score
+            )
+            for alpha, coverage, size in zip(alphas, coverages, sizes, strict=True):
+                rows.append(
+                    {
+                        "predictor": name,
+                        "score": score,
+                        "target": 1 - alpha,
+                        "coverage": float(np.mean(coverage)),
+                        "set_size": float(np.mean(size)),
+                    }
+                )
     return rows
 
 
@@ -150,6 +258,7 @@ def run(
         "num_splits": num_splits,
         "num_train": num_train,
         "num_test": data["x_test"].shape[1],
+        "num_calibration": data["x_cal"].shape[1],
         "models": [],
     }
 
@@ -182,23 +291,31 @@ def run(
 
     dropout_models = np.arange(len(model_split)) % num_configs == num_configs - 1  # the last config, every split
     dropout_params = jax.tree.map(lambda a: a[dropout_models], params)
+    # calibration and test images in one MC pass (one compiled program), split afterwards
+    num_cal = data["x_cal"].shape[1]
+    x_held_out = jnp.asarray(np.concatenate([data["x_cal"], data["x_test"]], axis=1))
+    y_held_out = jnp.asarray(np.concatenate([data["y_cal"], data["y_test"]], axis=1))
     prediction = mc_predict(
-        dropout_params,
-        data["x_test"],
-        data["y_test"],
-        key=jax.random.key(seed + 2),
-        rate=rates[-1],
-        num_samples=num_samples,
+        dropout_params, x_held_out, y_held_out, key=jax.random.key(seed + 2), rate=rates[-1], num_samples=num_samples
     )
-    probs = np.asarray(prediction.probs).reshape(-1, 10)  # every split's test images, pooled
-    entropy = np.asarray(prediction.predictive_entropy).reshape(-1)
+    probs = np.asarray(prediction.probs[:, num_cal:]).reshape(-1, 10)  # every split's test images, pooled
+    entropy = np.asarray(prediction.predictive_entropy[:, num_cal:]).reshape(-1)
     labels = data["y_test"].reshape(-1)
     results["mc"] = {
         "num_samples": num_samples,
         "accuracy": float(np.mean(probs.argmax(-1) == labels)),
-        "nll": float(jnp.mean(prediction.nll)),
+        "nll": float(jnp.mean(prediction.nll[:, num_cal:])),
         "review": review_table(entropy, probs, labels),
     }
+    logits = jax.vmap(lambda p, x: training.mlp(p, x, key=None, input_rate=0.0, hidden_rate=0.0, deterministic=True))(
+        dropout_params, x_held_out
+    )
+    cal, test = (
+        {"logits": logits[:, part], "samples": prediction.samples[:, :, part], "labels": y_held_out[:, part]}
+        for part in (slice(None, num_cal), slice(num_cal, None))
+    )
+    results["calibration"] = calibration_rows(cal, test)
+    results["conformal"] = conformal_rows(cal, test, key=jax.random.key(seed + 3))
     results["mean_probs"], results["entropy"], results["labels"] = probs, entropy, labels
     results["seconds"] = time.perf_counter() - start
     return results
@@ -222,10 +339,31 @@ def format_report(results: dict[str, Any]) -> str:
         [f"{row['fraction']:.0%}", row["num_review"], row["errors_caught"], f"{row['accuracy']:.1%}"]
         for row in mc["review"]
     ]
+    calibration = [
+        [
+            row["name"],
+            f"{row['accuracy']:.1%}",
+            f"{row['nll']:.3f}",
+            f"{row['ece']:.3f}",
+            "-" if row["temperature"] is None else f"{row['temperature']:.2f}",
+        ]
+        for row in results["calibration"]
+    ]
+    conformal = [
+        [
+            row["predictor"],
+            row["score"].upper(),
+            f"{row['target']:.0%}",
+            f"{row['coverage']:.1%}",
+            f"{row['set_size']:.2f}",
+        ]
+        for row in results["conformal"]
+    ]
     return "\n".join(
         [
-            f"Digits (scikit-learn, 8x8): {results['num_train']} training images, {results['num_test']} test images, "
-            f"{results['num_splits']} random splits (mean over splits); MLP 64-{'-'.join(map(str, HIDDEN))}-10, Adam.",
+            f"Digits (scikit-learn, 8x8): {results['num_train']} training images, {results['num_calibration']} "
+            f"calibration images, {results['num_test']} test images, {results['num_splits']} random splits (mean over "
+            f"splits); MLP 64-{'-'.join(map(str, HIDDEN))}-10, Adam.",
             "",
             markdown_table(["model", "train acc", "test acc", "gap", "train NLL", "test NLL"], models),
             "",
@@ -235,6 +373,16 @@ def format_report(results: dict[str, Any]) -> str:
             "Send the most uncertain test images (highest predictive entropy, pooled over splits) for human review:",
             "",
             markdown_table(["sent for review", "images", "errors caught", "accuracy on the rest"], review, "rrrr"),
+            "",
+            "Post-hoc calibration: a temperature fitted on the calibration images (never the test images):",
+            "",
+            markdown_table(["predictor", "test acc", "test NLL", "ECE (15 bins)", "temperature"], calibration),
+            "",
+            "Conformal prediction sets (split conformal, calibrated on the calibration images; coverage is guaranteed",
+            "on average over calibration draws if calibration and test images are exchangeable; APS randomised), on",
+            "the test images (an empty set says 'none of the classes is plausible enough'):",
+            "",
+            markdown_table(["predictor", "score", "target coverage", "coverage", "mean set size"], conformal),
             "",
             f"({results['seconds']:.0f} s on {jax.default_backend()})",
         ]

@@ -9,6 +9,10 @@ model's uncertainty.
 - `predict()`: a plain function, a linen module with its variables, or an nnx module, summarised as a
   `ClassificationPrediction` or `RegressionPrediction`. With ``chunk_size`` the summaries are
   accumulated chunk by chunk, so ``T = 10_000`` needs the memory of one chunk.
+- Options of both: ``function_samples=True`` gives every input of the batch the same masks within a sample (each
+  sample is one function drawn from the approximate posterior, as BatchBALD needs); ``predict(..., sites=...)``
+  samples only the chosen dropout sites of a linen or nnx model (``"last"``, module-path patterns or a predicate),
+  everything else deterministic.
 - `IdenticalSamplesWarning`: every sample was the same (dropout was off); `RecompileWarning`: arrays a function
   reads from outside its arguments changed, so it was compiled again (pass them as arguments).
 
@@ -16,8 +20,9 @@ Both trace the model inside `jaxdrop.stochastic()`: jaxdrop's layers sample in e
 (BatchNorm) keep the mode the call gives them.
 
 This module only re-exports; the code lives in ``_sampling`` (keys, chunks, ``sample``), ``_closures`` (the
-compiled programs and their freshness), ``_predict``, ``_adapters`` (functions, linen and nnx models) and
-``_reduce`` (streaming summaries, result types).
+compiled programs and their freshness), ``_predict``, ``_adapters`` (functions, linen and nnx models),
+``_function_samples`` (one mask per sample for the whole batch), ``_sites`` (per-site MC) and ``_reduce``
+(streaming summaries, result types).
 """
 
 from jaxdrop.mc._closures import RecompileWarning

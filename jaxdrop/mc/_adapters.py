@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxdrop.keys import fold_in
-from jaxdrop.mc import _sampling
+from jaxdrop.mc import _sampling, _sites
 from jaxdrop.mc._sampling import StaticTree
 
 
@@ -139,15 +139,29 @@ def _stream_name(path: tuple) -> str:
     return "/".join(names)
 
 
-def bind(static: ModelStatic, dynamic: Any) -> Callable[[jax.Array, Any], Any]:
-    """The per-sample function ``(key, inputs) -> outputs`` of a model split by ``split_model``."""
+def bind(
+    static: ModelStatic,
+    dynamic: Any,
+    chosen: dict[str, bool] | None = None,
+    record: list[_sites.Site] | None = None,
+) -> Callable[[jax.Array, Any], Any]:
+    """The per-sample function ``(key, inputs) -> outputs`` of a model split by ``split_model``.
+
+    For linen and nnx models, ``chosen`` (``{path: chosen}`` for every dropout site) switches on only the chosen
+    sites, and ``record`` collects the sites met while the function is traced (see ``_sites``).
+    """
     if isinstance(static, FunctionModel):
         fn, kwargs = _sampling.join_static(static.fn_and_kwargs, dynamic)
         return lambda key, inputs: fn(key, inputs, **kwargs)
     if isinstance(static, LinenModel):
         module, rng_collection = static.module, static.rng_collection
         variables, kwargs = dynamic.variables, _sampling.join_static(static.kwargs, dynamic.kwargs)
-        return lambda key, inputs: module.apply(variables, inputs, rngs={rng_collection: key}, **kwargs)
+
+        def apply(key: jax.Array, inputs: Any) -> Any:
+            with _sites.linen_selection(chosen, record):
+                return module.apply(variables, inputs, rngs={rng_collection: key}, **kwargs)
+
+        return apply
     arrays: NnxArrays = dynamic
     kwargs = _sampling.join_static(static.kwargs, arrays.kwargs)
 
@@ -161,7 +175,7 @@ def bind(static: ModelStatic, dynamic: Any) -> Callable[[jax.Array, Any], Any]:
         keys = jax.tree_util.tree_map_with_path(lambda path, _: fold_in(key, _stream_name(path)), arrays.stream_keys)
         counts = jax.tree.map(jnp.zeros_like, arrays.stream_counts)
         module = nnx.merge(static.graphdef, keys, counts, arrays.rest)
-        module.set_attributes(**dict(static.attributes), raise_if_not_found=False)
-        return module(inputs, **kwargs)
+        with _sites.nnx_selection(module, dict(static.attributes), chosen, record):
+            return module(inputs, **kwargs)
 
     return per_sample

@@ -7,14 +7,14 @@ samples are drawn by ``_sampling.run`` into a ``_reduce`` accumulator, all under
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from jaxdrop import _checks, _mode
-from jaxdrop.mc import _adapters, _closures, _sampling
+from jaxdrop.mc import _adapters, _closures, _function_samples, _sampling, _sites
 from jaxdrop.mc._reduce import ClassificationPrediction, ClassificationStats, RegressionPrediction, RegressionStats
 
 TASKS = ("classification", "regression")
@@ -33,6 +33,8 @@ class _Static(NamedTuple):
     return_samples: bool
     mesh: jax.sharding.Mesh | None
     mesh_axis: str | None
+    function_samples: bool
+    sites: str | tuple[str, ...] | Callable[[str], Any] | None
 
 
 class _Arrays(NamedTuple):
@@ -54,7 +56,12 @@ def _predict_impl(static: _Static, dynamic: _Arrays) -> ClassificationPrediction
 
 
 def _summarise(static: _Static, dynamic: _Arrays) -> ClassificationPrediction | RegressionPrediction:
-    per_sample_fn = _adapters.bind(static.model, dynamic.model)
+    chosen = None
+    if static.sites is not None:  # the sites met in one trace (shapes only), then the paths ``sites`` chooses
+        found: list[_sites.Site] = []
+        jax.eval_shape(_adapters.bind(static.model, dynamic.model, record=found), dynamic.key, dynamic.inputs)
+        chosen = _sites.resolve(static.sites, found)
+    per_sample_fn = _adapters.bind(static.model, dynamic.model, chosen)
     reducer: ClassificationStats | RegressionStats
     if static.task == "classification":
         reducer = ClassificationStats(outputs=static.outputs, labels=dynamic.labels)
@@ -63,7 +70,12 @@ def _summarise(static: _Static, dynamic: _Arrays) -> ClassificationPrediction | 
             static.heteroscedastic, dynamic.tau, dynamic.targets, dynamic.target_mean, dynamic.target_std
         )
 
+    leaves, treedef = jax.tree.flatten(dynamic.inputs)
+
     def per_sample(sample_key: jax.Array) -> Any:
+        if static.function_samples:  # every example runs as a batch of one under the sample's (shared) masks
+            call = lambda k, batch: per_sample_fn(k, jax.tree.unflatten(treedef, batch))
+            return _function_samples.shared_masks(call, sample_key, leaves, (0,) * len(leaves))
         return per_sample_fn(sample_key, dynamic.inputs)
 
     def draw(into: ClassificationStats | RegressionStats | None) -> Any:
@@ -102,6 +114,8 @@ def predict(
     mode_attributes: Mapping[str, Any] | None = None,
     mesh: jax.sharding.Mesh | None = None,
     mesh_axis: str | None = None,
+    function_samples: bool = False,
+    sites: str | Sequence[str] | Callable[[str], Any] | None = None,
 ) -> ClassificationPrediction | RegressionPrediction:
     """MC-dropout prediction (Gal & Ghahramani 2016): ``num_samples`` stochastic passes, summarised.
 
@@ -159,16 +173,29 @@ def predict(
       apply_kwargs: extra keyword arguments of the call (``train=False``, a parameter tree, ...); arrays are traced.
       mode_attributes: nnx only: attributes set on every sub-module that has them to turn dropout on.
       mesh, mesh_axis: split the samples over a device mesh axis (see `sample()`).
+      function_samples: every input of the batch gets the same masks within a sample (each sample is one function
+        drawn from the approximate posterior; see `sample()`): an input's samples do not depend on the rest of the
+        batch. The batch is axis 0 of every array in ``inputs``; the model must treat examples independently.
+      sites: per-site MC for a linen or nnx model: only the chosen dropout sites sample, every other layer keeps the
+        mode the call gives it. ``"last"`` (the last dropout site in call order), a module path or shell pattern
+        (``"head/*"``, paths as `jaxdrop.inspect` prints them), a sequence of them, or a predicate
+        ``path -> bool``. The sites are found by tracing the model once; with evaluation flags, everything before
+        the first chosen site does not depend on the key and is computed once. Flax's own ``linen.Dropout``
+        cannot be switched on from outside and choosing one raises (swap in ``jaxdrop.linen.Dropout``); flax's
+        ``nnx.Dropout`` is switched on through ``mode_attributes``, set on the chosen sites only (the other
+        sites get the opposite bool, ``deterministic=True``). ``None`` (default): every jaxdrop layer samples.
 
     Returns:
       A `ClassificationPrediction` or `RegressionPrediction` (a pytree).
 
     Raises:
-      TypeError: a bad ``model``, ``key``, ``num_samples``/``chunk_size`` type, or an output that is not the
-        expected array (pair of arrays for a heteroscedastic head).
+      TypeError: a bad ``model``, ``key``, ``num_samples``/``chunk_size``/``function_samples``/``sites`` type, or an
+        output that is not the expected array (pair of arrays for a heteroscedastic head).
       ValueError: ``num_samples < 1``, ``chunk_size < 1``, unknown ``task``/``outputs``, ``tau``/``target_std``
         not positive, ``labels``/``targets`` whose shape does not match the predictions, ``targets`` without a
-        noise model, missing linen ``variables``, an nnx module without dropout streams.
+        noise model, missing linen ``variables``, an nnx module without dropout streams, ``sites`` that choose no
+        site, a flax ``linen.Dropout`` or are given for a function model, ``inputs`` whose arrays do not share a
+        batch size (with ``function_samples``).
 
     Warns:
       IdenticalSamplesWarning: no output depends on the key, so every sample is the same (dropout is off).
@@ -211,7 +238,31 @@ def predict(
     tau = None if tau is None else _checks.positive(tau, "tau")
     target_std = _checks.positive(target_std, "target_std")
     target_mean = jnp.asarray(target_mean, jnp.float32)
+    function_samples = _checks.static_bool(function_samples, "function_samples")
+    if function_samples:
+        leaves = jax.tree.leaves(inputs)
+        _function_samples.check_batch(leaves, (0,) * len(leaves), "inputs")
+    sites = _sites.check(sites)
     model_static, model_arrays = _adapters.split_model(model, variables, rng_collection, apply_kwargs, mode_attributes)
-    static = _Static(model_static, num_samples, chunk, task, outputs, heteroscedastic, return_samples, mesh, mesh_axis)
+    if sites is not None and isinstance(model_static, _adapters.FunctionModel):
+        raise ValueError(
+            f"`sites={sites!r}` chooses dropout layers of a linen or nnx model by module path; a function model "
+            f"has no module paths. In a function you choose the sampling sites yourself: call "
+            f"`jaxdrop.dropout(h, rate, key=key)` (the functional API, which `jaxdrop.stochastic()` does not switch) "
+            f"only where the model should sample, or wrap the model in a linen or nnx module."
+        )
+    static = _Static(
+        model_static,
+        num_samples,
+        chunk,
+        task,
+        outputs,
+        heteroscedastic,
+        return_samples,
+        mesh,
+        mesh_axis,
+        function_samples,
+        sites,
+    )
     arrays = _Arrays(model_arrays, inputs, key, labels, targets, tau, target_mean, target_std)
     return _closures.call_jitted(_predict_impl, static, arrays, model, _adapters.user_objects(model_static))

@@ -23,7 +23,7 @@ from jax import lax
 
 from jaxdrop import _checks, _mode
 from jaxdrop.keys import fold_in
-from jaxdrop.mc import _closures
+from jaxdrop.mc import _closures, _function_samples
 
 
 class Reducer(Protocol):
@@ -224,6 +224,7 @@ class _SampleStatic(NamedTuple):
     chunk_size: int
     mesh: jax.sharding.Mesh | None
     mesh_axis: str | None
+    batch_axes: _function_samples.BatchAxes | None  # per leaf of ``args``, with ``function_samples=True``
 
 
 class _SampleArrays(NamedTuple):
@@ -235,9 +236,18 @@ class _SampleArrays(NamedTuple):
 
 def _sample_impl(static: _SampleStatic, dynamic: _SampleArrays) -> Any:
     fn, args, kwargs = join_static(static.fn_and_args, dynamic.fn_and_args)
+    per_sample: Callable[[jax.Array], Any] = lambda k: fn(k, *args, **kwargs)
+    if static.batch_axes is not None:
+        leaves, treedef = jax.tree.flatten(args)
+        batch_axes = static.batch_axes
+
+        def call(k: jax.Array, batch: list) -> Any:
+            return fn(k, *jax.tree.unflatten(treedef, batch), **kwargs)
+
+        per_sample = lambda k: _function_samples.shared_masks(call, k, leaves, batch_axes)
     with _mode.stochastic():  # jaxdrop's layers sample even when the call says deterministic=True
         return run(
-            lambda k: fn(k, *args, **kwargs),
+            per_sample,
             dynamic.key,
             static.num_samples,
             static.chunk_size,
@@ -290,6 +300,8 @@ def sample(
     chunk_size: int | None = None,
     mesh: jax.sharding.Mesh | None = None,
     mesh_axis: str | None = None,
+    function_samples: bool = False,
+    batch_axes: Any = None,
     **kwargs: Any,
 ) -> Any:
     """Draws ``num_samples`` Monte Carlo samples of ``fn(key, *args, **kwargs)``, sample axis first.
@@ -319,6 +331,16 @@ def sample(
         not divide ``num_samples`` the remainder is one smaller chunk.
       mesh: a ``jax.sharding.Mesh``: the sample axis is split over ``mesh_axis`` (each device draws its share).
       mesh_axis: the mesh axis for samples; defaults to the mesh's first axis.
+      function_samples: draw each sample's masks once for the whole batch: every input of the batch gets the same
+        masks, so sample ``i`` is one function (one draw from the approximate posterior, Gal 2016) evaluated on
+        every input, and an input's samples do not depend on what else is in the batch (BatchBALD, Kirsch et al.
+        2019, needs this). ``fn`` is ``vmap``-ped over the batch, each example run as a batch of one with the
+        sample's key: ``fn`` must treat examples independently (no batch statistics) and return outputs with the
+        batch axis first. ``False`` (default): one mask per example, as drawn by ``fn`` on the whole batch.
+      batch_axes: with ``function_samples=True``, where the batch is in ``args``, with ``jax.vmap``'s ``in_axes``
+        meaning for the positional arguments: ``None`` (default) is axis 0 of every array argument (scalars are
+        shared), an int that axis of every array argument, a tuple one int or None (shared, e.g. parameters) per
+        argument. ``**kwargs`` are always shared.
       **kwargs: keyword arguments of ``fn``, shared by every sample.
 
     Returns:
@@ -326,8 +348,10 @@ def sample(
 
     Raises:
       TypeError: ``key`` or ``num_samples`` missing, ``num_samples`` or ``chunk_size`` not an int, ``key`` not a
-        key, ``mesh`` not a Mesh.
-      ValueError: ``num_samples < 1``, ``chunk_size < 1``, or ``mesh_axis`` is not an axis of ``mesh``.
+        key, ``mesh`` not a Mesh, ``function_samples`` not a bool, ``batch_axes`` of the wrong kind.
+      ValueError: ``num_samples < 1``, ``chunk_size < 1``, ``mesh_axis`` is not an axis of ``mesh``; with
+        ``function_samples``, ``batch_axes`` not matching ``args`` (count, axis out of range, batch sizes that
+        differ, no batched array) or an output without the batch axis first; ``batch_axes`` without it.
 
     Warns:
       IdenticalSamplesWarning: no output depends on the key, so every sample is the same (dropout is off).
@@ -344,12 +368,25 @@ def sample(
       (8,)
       >>> bool(jnp.array_equal(samples, jaxdrop.mc.sample(fn, jnp.ones(100), key=key, num_samples=8)))
       True
+      >>> masks = jaxdrop.mc.sample(lambda k, x: jaxdrop.dropout(x, 0.5, key=k) > 0, jnp.ones((3, 100)), key=key,
+      ...                           num_samples=4, function_samples=True)
+      >>> bool((masks == masks[:, :1]).all())  # one mask per sample, shared by the 3 inputs
+      True
     """
     args, key, num_samples = _legacy_arguments(args, key, num_samples)
     num_samples = _checks.positive_int(num_samples, "num_samples")
     chunk = chunk_length(chunk_size, num_samples)
     mesh_axis = check_mesh(mesh, mesh_axis)
     key = _checks.key(key)
+    if _checks.static_bool(function_samples, "function_samples"):
+        leaf_axes: _function_samples.BatchAxes | None = _function_samples.leaf_axes(args, batch_axes)
+    elif batch_axes is not None:
+        raise ValueError(
+            f"`batch_axes={batch_axes!r}` says which arguments carry the batch for `function_samples=True`; it was "
+            f"given with `function_samples=False`, where every argument is shared by the samples as it is."
+        )
+    else:
+        leaf_axes = None
     fn_static, fn_arrays = split_static((fn, args, kwargs))
-    static = _SampleStatic(fn_static, num_samples, chunk, mesh, mesh_axis)
+    static = _SampleStatic(fn_static, num_samples, chunk, mesh, mesh_axis, leaf_axes)
     return _closures.call_jitted(_sample_impl, static, _SampleArrays(key, fn_arrays), fn, fn_static.values())

@@ -229,6 +229,126 @@ def _calibration_error(diagram: ReliabilityDiagram) -> jax.Array:
     return jnp.where(diagram.counts > 0, weights * gaps, 0.0).sum()
 
 
+@jax.jit
+def _max_calibration_error(diagram: ReliabilityDiagram) -> jax.Array:
+    gaps = jnp.abs(diagram.accuracy - diagram.confidence)
+    return jnp.where(diagram.counts > 0, gaps, 0.0).max()
+
+
+def max_calibration_error(
+    probs: jax.typing.ArrayLike,
+    labels: jax.typing.ArrayLike,
+    num_bins: int = 15,
+    binning: Literal["uniform", "quantile"] = "uniform",
+) -> jax.Array:
+    """MCE: ``max_b |accuracy_b - confidence_b|`` over the non-empty bins of `reliability_diagram()` (Naeini et al.
+    2015, "Obtaining Well Calibrated Probabilities Using Bayesian Binning", AAAI): the worst bin's gap.
+
+    Every non-empty bin counts alike, however few examples it holds, so MCE is noisy on small sets: read it with
+    the bin counts of `reliability_diagram()`.
+
+    Args:
+      probs, labels, num_bins, binning: as `expected_calibration_error()`.
+
+    Returns:
+      A float32 scalar in ``[0, 1]``. Inside ``jit``, invalid values (as in `nll()`) give NaN.
+
+    Raises:
+      TypeError, ValueError: as `expected_calibration_error()`.
+
+    Examples:
+      >>> import jax.numpy as jnp, jaxdrop
+      >>> probs = jnp.array([[0.9, 0.1], [0.6, 0.4], [0.3, 0.7]])
+      >>> mce = jaxdrop.uncertainty.max_calibration_error(probs, jnp.array([0, 1, 1]), num_bins=4)
+      >>> round(float(mce), 4)  # bins (0.5, 0.75]: confidence 0.65, accuracy 0.5; (0.75, 1]: 0.9 and 1
+      0.15
+    """
+    diagram, ok = _checked_diagram(probs, labels, num_bins, binning)
+    return _inputs.guard(_max_calibration_error(diagram), ok)
+
+
+def adaptive_calibration_error(
+    probs: jax.typing.ArrayLike, labels: jax.typing.ArrayLike, num_bins: int = 15
+) -> jax.Array:
+    """Adaptive ECE: the ECE of the top-1 confidence over equal-mass bins (Nixon et al. 2019, "Measuring
+    Calibration in Deep Learning", CVPR workshops), ``sum_b (n_b / n) |accuracy_b - confidence_b|``.
+
+    Each bin holds ``n / num_bins`` examples (sizes differ by at most one; examples sorted by confidence, ties by
+    index), so the crowded high-confidence region of a modern network is split finely instead of landing in one
+    or two equal-width bins. The same as ``expected_calibration_error(..., binning="quantile")``; the top-label
+    form used by torch-uncertainty (``AdaptiveCalibrationError``) and netcal (``ACE``).
+
+    Args:
+      probs, labels: as `expected_calibration_error()`.
+      num_bins: number of bins, >= 1 (static).
+
+    Returns:
+      A float32 scalar in ``[0, 1]``. Inside ``jit``, invalid values (as in `nll()`) give NaN.
+
+    Raises:
+      TypeError, ValueError: as `expected_calibration_error()`.
+
+    Examples:
+      >>> import jax.numpy as jnp, jaxdrop
+      >>> probs = jnp.array([[0.9, 0.1], [0.6, 0.4], [0.3, 0.7], [0.8, 0.2]])
+      >>> ace = jaxdrop.uncertainty.adaptive_calibration_error(probs, jnp.array([0, 1, 1, 1]), num_bins=2)
+      >>> round(float(ace), 4)  # bins {0.6, 0.7}: 0.65 vs 0.5; {0.8, 0.9}: 0.85 vs 0.5
+      0.25
+    """
+    return expected_calibration_error(probs, labels, num_bins, "quantile")
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def _classwise_calibration_error(probs: jax.Array, labels: jax.Array, num_bins: int) -> jax.Array:
+    probs = _stats.as_float(probs)
+    num_examples, num_classes = probs.shape
+    # One segment per (class, bin): class c's probabilities binned as the top-1 confidence is in `reliability_diagram`.
+    bins = jnp.clip(jnp.ceil(probs * num_bins).astype(jnp.int32) - 1, 0, num_bins - 1)
+    segments = (bins + num_bins * jnp.arange(num_classes, dtype=jnp.int32)).ravel()
+    is_label = jax.nn.one_hot(labels, num_classes, dtype=jnp.float32).ravel()
+    num_segments = num_bins * num_classes
+    sum_probs = jax.ops.segment_sum(probs.ravel(), segments, num_segments=num_segments)
+    sum_labels = jax.ops.segment_sum(is_label, segments, num_segments=num_segments)
+    # |sum of labels - sum of probabilities| / n is n_b / n times the bin's gap |frequency - mean probability|.
+    return jnp.abs(sum_labels - sum_probs).sum() / (num_examples * num_classes)
+
+
+def classwise_calibration_error(
+    probs: jax.typing.ArrayLike, labels: jax.typing.ArrayLike, num_bins: int = 15
+) -> jax.Array:
+    """Classwise ECE (Kull et al. 2019, "Beyond temperature scaling: Obtaining well-calibrated multiclass
+    probabilities with Dirichlet calibration", NeurIPS): the calibration of every class probability, not only the
+    top one.
+
+    ``cwECE = (1/K) sum_c sum_b (n_cb / n) |freq_cb - conf_cb|``: for each class ``c`` the probabilities ``p_c``
+    of all examples are put in ``num_bins`` equal-width bins ``(k/B, (k+1)/B]`` (0 in the first), and each bin's
+    mean ``p_c`` is compared with the share of its examples whose label is ``c``. Empty bins add nothing.
+
+    Args:
+      probs: ``(n, num_classes)`` predictive probabilities, ``n >= 1``.
+      labels: ``(n,)`` integer labels.
+      num_bins: number of bins per class, >= 1 (static).
+
+    Returns:
+      A float32 scalar in ``[0, 1]``; for two classes it equals the binned calibration error of ``p_1`` against
+      the positive label (class 0's bins mirror class 1's, except for a probability exactly on an edge). Inside
+      ``jit``, invalid values (as in `nll()`) give NaN.
+
+    Raises:
+      TypeError, ValueError: as `expected_calibration_error()` (without ``binning``).
+
+    Examples:
+      >>> import jax.numpy as jnp, jaxdrop
+      >>> probs = jnp.array([[0.9, 0.1], [0.6, 0.4], [0.3, 0.7]])
+      >>> cw = jaxdrop.uncertainty.classwise_calibration_error(probs, jnp.array([0, 1, 1]), num_bins=2)
+      >>> round(float(cw), 4)  # class 0: (1/3)|0 - 0.3| + (2/3)|0.5 - 0.75|; class 1 mirrors it
+      0.2667
+    """
+    probs, labels, ok = _probs_and_labels(probs, labels, two_d=True)
+    num_bins = _checks.int_in_range(num_bins, "num_bins", 1, 2**31 - 1)
+    return _inputs.guard(_classwise_calibration_error(probs, labels, num_bins), ok)
+
+
 def plot_reliability_diagram(diagram: ReliabilityDiagram, ax: Any = None, label: str | None = None) -> Any:
     """Draws a reliability diagram (accuracy per bin vs the diagonal) with matplotlib (an optional dependency).
 

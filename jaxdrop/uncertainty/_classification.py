@@ -199,13 +199,7 @@ def bald_top_k(sample_probs: jax.typing.ArrayLike, k: int, *, sample_axis: int |
       >>> jaxdrop.uncertainty.bald_top_k(sample_probs, 1).tolist()
       [1]
     """
-    sample_probs = _checks.floating_array(sample_probs, "sample_probs")
-    shape = sample_probs.shape
-    if len(shape) != 3:
-        raise ValueError(f"`sample_probs` must have shape (num_samples, pool_size, num_classes); got {shape}.")
-    sample_probs, _ = _inputs.sample_probabilities(sample_probs, 0 if sample_axis is None else sample_axis)
-    if sample_probs.shape[1] == 0:
-        raise ValueError(f"`sample_probs` must hold a pool of at least one example; got shape {shape}.")
+    sample_probs, _ = _inputs.pool_samples(sample_probs, sample_axis)  # the check `jaxdrop.active` shares
     k = _checks.int_in_range(k, "k", 1, sample_probs.shape[1])
     return lax.top_k(_acquisition_scores(sample_probs), k)[1]
 
@@ -216,3 +210,40 @@ def _acquisition_scores(sample_probs: jax.Array) -> jax.Array:
     # human. Left to `lax.top_k`, where NaN goes depends on the backend.
     scores = _mutual_information(sample_probs)
     return jnp.where(jnp.isnan(scores), jnp.inf, scores)
+
+
+@jax.jit
+def _sample_disagreement(sample_probs: jax.Array) -> jax.Array:
+    consensus = jnp.argmax(_stats.as_float(sample_probs).mean(0), -1)
+    return (jnp.argmax(sample_probs, -1) != consensus).mean(0, dtype=jnp.float32)
+
+
+def sample_disagreement(sample_probs: jax.typing.ArrayLike, *, sample_axis: int | None = None) -> jax.Array:
+    """Share of MC samples whose predicted class differs from the mean prediction's, per example (the
+    "disagreement" of ensembles, e.g. Fort et al. 2019, "Deep Ensembles: A Loss Landscape Perspective";
+    torch-uncertainty's ``Disagreement`` reports pairwise disagreement between members instead).
+
+    ``mean_t 1[argmax_c p_t,c != argmax_c mean_s p_s,c]``, ties in an argmax going to the lower class index. It
+    differs from `variation_ratio()`, which compares the samples with their most voted class: the mean
+    prediction's class need not be the most voted one.
+
+    Args:
+      sample_probs: ``(T, *batch, num_classes)`` per-sample probabilities, ``T >= 1``.
+      sample_axis: where the samples are, when not first (static); required (``0``) for a 2-D
+        ``(T, num_classes)`` input, see `expected_entropy()`.
+
+    Returns:
+      ``(*batch,)`` float32 in ``[0, 1]``, multiples of ``1/T``; 0 when every sample agrees; empty for an empty
+      batch. Inside ``jit``, invalid values make every entry NaN.
+
+    Raises:
+      TypeError, ValueError: as `expected_entropy()`.
+
+    Examples:
+      >>> import jax.numpy as jnp, jaxdrop
+      >>> sample_probs = jnp.array([[[0.9, 0.1]], [[0.8, 0.2]], [[0.3, 0.7]], [[0.4, 0.6]]])  # mean (0.6, 0.4)
+      >>> jaxdrop.uncertainty.sample_disagreement(sample_probs).tolist()
+      [0.5]
+    """
+    sample_probs, ok = _inputs.sample_probabilities(sample_probs, sample_axis)
+    return _inputs.guard(_sample_disagreement(sample_probs), ok)

@@ -160,6 +160,41 @@ def sample_probabilities(
     return probabilities(sample_axis_first(sample_probs, sample_axis, name, 1), name)
 
 
+def pool_samples(
+    sample_probs: jax.typing.ArrayLike, sample_axis: int | None = None, name: str = "sample_probs"
+) -> tuple[jax.Array, Ok]:
+    """MC samples on a pool of candidates (acquisition, ``jaxdrop.active``): exactly ``(T, pool_size, num_classes)``
+    after moving ``sample_axis`` first, with at least one sample, one candidate and one class."""
+    sample_probs = _checks.floating_array(sample_probs, name)
+    shape = sample_probs.shape
+    if len(shape) != 3:
+        raise ValueError(f"`{name}` must have shape (num_samples, pool_size, num_classes); got {shape}.")
+    sample_probs, ok = sample_probabilities(sample_probs, 0 if sample_axis is None else sample_axis, name)
+    if sample_probs.shape[1] == 0:
+        raise ValueError(f"`{name}` must hold a pool of at least one example; got shape {shape}.")
+    return sample_probs, ok
+
+
+def pool_mask(mask: jax.typing.ArrayLike, pool_size: int, min_available: int, name: str = "mask") -> jax.Array:
+    """A boolean ``(pool_size,)`` mask of the candidates that may be chosen, with at least ``min_available`` True
+    entries when concrete (inside ``jit`` the count cannot raise; the caller returns -1 for missing picks)."""
+    values = _checks.array(mask, name, "a boolean array (True: the candidate may be chosen)")
+    if values.dtype != jnp.bool_:
+        raise TypeError(
+            f"`{name}` must be a boolean array (True: the candidate may be chosen); got dtype {values.dtype}."
+        )
+    if values.shape != (pool_size,):
+        raise ValueError(f"`{name}` must have shape (pool_size,) = ({pool_size},); got {values.shape}.")
+    if _checks.is_static(values):
+        available = int(values.sum())
+        if available < min_available:
+            raise ValueError(
+                f"`{name}` leaves {available} candidates to choose from; at least {min_available} are needed (the "
+                f"batch size)."
+            )
+    return values
+
+
 def labels(
     values: jax.typing.ArrayLike, batch_shape: tuple[int, ...], num_classes: int, name: str = "labels"
 ) -> tuple[jax.Array, Ok]:
@@ -253,3 +288,39 @@ def vector(values: jax.typing.ArrayLike, name: str, allow_empty: bool = False) -
     if not allow_empty:
         not_empty(values, name)
     return values
+
+
+def numeric_vector(values: jax.typing.ArrayLike, name: str, allow_empty: bool = False) -> jax.Array:
+    """A 1-D array of scores or errors: bool, integer or floating point (cast to float inside the jitted core)."""
+    values = vector(values, name, allow_empty)
+    if jnp.issubdtype(values.dtype, jnp.bool_) or jnp.issubdtype(values.dtype, jnp.integer):
+        return values
+    return _checks.floating_array(values, name)
+
+
+def scores(values: jax.typing.ArrayLike, name: str) -> tuple[jax.Array, Ok]:
+    """Scores to rank, one per example: no NaN (it has no rank), while +-inf ranks last or first."""
+    values = numeric_vector(values, name)
+    return values, finite(values, name, allow_inf=True)
+
+
+def level(value: jax.typing.ArrayLike, name: str, *, include_one: bool = False) -> float:
+    """A static level in ``(0, 1)`` (``(0, 1]`` with ``include_one``): a coverage, a true-positive rate, a
+    confidence. Static because it picks an index or a quantile that the result is read at."""
+    accepted = "in (0, 1]" if include_one else "in (0, 1)"
+    if not _checks.is_static(value):
+        raise TypeError(f"`{name}` must be a static Python float {accepted}; got a traced value (mark it static).")
+    try:
+        number = _checks.probability(value, name)
+    except ValueError:  # its message says [0, 1]; name the range accepted here
+        raise ValueError(f"`{name}` must be {accepted}; got {value!r}.") from None
+    if not (0.0 < float(number) < 1.0 or (include_one and number == 1.0)):
+        raise ValueError(f"`{name}` must be {accepted}; got {number}.")
+    return float(number)
+
+
+def count_at(level: float, num_examples: int) -> int:
+    """The smallest ``k`` in ``[1, n]`` with ``k / n >= level`` (float64, as scikit-learn's curves): how many
+    examples a coverage or a true-positive rate asks for."""
+    start = max(1, int(level * num_examples) - 1)  # int() is within one of the answer; float error cannot exceed it
+    return next(k for k in range(start, num_examples + 1) if k / num_examples >= level)

@@ -26,6 +26,7 @@ from jaxdrop.cli.bench._timing import (
     Section,
     Settings,
     block,
+    dropout_share_cells,
     fmt_ratio,
     fmt_spread,
     measure_group,
@@ -129,14 +130,7 @@ def transformer_section(settings: Settings) -> Section:
     # The share is a small difference of two noisy step times: three times the repeats (each is only one step).
     measure_group(rows, 3 * settings.repeats, min_sample_s=settings.min_sample_s)
     section.rows = rows
-    base, base_min = rows[0].median_s, rows[0].min_s
-    lines = []
-    for row in rows:
-        share = None if row.median_s is None or not base else (row.median_s - base) / base
-        share_min = None if row.min_s is None or not base_min else (row.min_s - base_min) / base_min
-        row.labels["dropout_share"], row.labels["dropout_share_of_minima"] = share, share_min
-        shares = ["–" if value is None else f"{value:.1%}" for value in (share, share_min)]
-        lines.append([row.labels["impl"], fmt_spread(row), fmt_ratio(row.median_s, base), *shares])
+    lines = [[row.labels["impl"], *cells] for row, cells in zip(rows, dropout_share_cells(rows), strict=True)]
     section.summary |= {name: rows[i].labels["dropout_share"] for i, name in ((1, "flax_share"), (2, "jaxdrop_share"))}
     header = ["dropout", "step ms", "x no-dropout step", "share in dropout", "share, from the minima"]
     section.markdown = markdown_table(header, lines)
@@ -176,6 +170,9 @@ def _make_mlp(sizes: dict[str, int], dropout_layer: Any, rate: float):
     return MLP()
 
 
+FUNCTION_SAMPLES = "jaxdrop.mc.predict, function_samples=True"
+
+
 def mc_section(settings: Settings) -> Section:
     """MC dropout predictions: jaxdrop.mc against a Python loop over keys and ``vmap`` over keys of a flax model."""
     import flax.linen as nn
@@ -204,7 +201,7 @@ def mc_section(settings: Settings) -> Section:
     for num_samples in counts:
         labels = {"samples": num_samples}
 
-        def predict(variables, inputs, key, num_samples=num_samples, chunk_size=None):
+        def predict(variables, inputs, key, num_samples=num_samples, chunk_size=None, function_samples=False):
             return jaxdrop.mc.predict(
                 jaxdrop_model,
                 inputs,
@@ -213,6 +210,7 @@ def mc_section(settings: Settings) -> Section:
                 variables=variables,
                 apply_kwargs=dropout_on,
                 chunk_size=chunk_size,
+                function_samples=function_samples,
             )
 
         def sample(variables, inputs, key, num_samples=num_samples):
@@ -240,6 +238,10 @@ def mc_section(settings: Settings) -> Section:
             streaming = functools.partial(predict, chunk_size=chunk)
             impl = f"jaxdrop.mc.predict, chunk_size={chunk} (streaming)"
             rows.append(compiled_row({**labels, "impl": impl}, streaming, variables, inputs, key, options=options))
+        if num_samples == 50:  # one mask per sample shared by the batch (issue 15's target: <= 1.2x the default)
+            shared = functools.partial(predict, function_samples=True)
+            impl = FUNCTION_SAMPLES
+            rows.append(compiled_row({**labels, "impl": impl}, shared, variables, inputs, key, options=options))
         rows.append(
             compiled_row({**labels, "impl": "jaxdrop.mc.sample"}, sample, variables, inputs, key, options=options)
         )
@@ -268,6 +270,13 @@ def mc_section(settings: Settings) -> Section:
         section.summary["mc_t50_over_deterministic"] = target.median_s / deterministic_s
         section.summary["mc_detail"] = (
             f"T=50 predict {target.median_s * 1e3:.3g} ms vs one deterministic forward {deterministic_s * 1e3:.3g} ms"
+        )
+    function_row = find(rows, impl=FUNCTION_SAMPLES, samples=50)
+    if target is not None and function_row is not None and target.median_s and function_row.median_s:
+        section.summary["mc_function_samples_over_default"] = function_row.median_s / target.median_s
+        section.summary["mc_function_samples_detail"] = (
+            f"T=50 predict with function_samples=True {function_row.median_s * 1e3:.3g} ms vs default "
+            f"{target.median_s * 1e3:.3g} ms"
         )
     section.notes.append(
         "jaxdrop rows use `jaxdrop.linen.Dropout`, flax rows `flax.linen.Dropout`, with identical parameters. "

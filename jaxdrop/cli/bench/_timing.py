@@ -267,3 +267,21 @@ def fmt_ratio(numerator: float | None, denominator: float | None) -> str:
         return "–"
     ratio = numerator / denominator
     return f"{ratio:.3g}x" if ratio < 100 else f"{ratio:.0f}x"
+
+
+def dropout_share_cells(rows: list[Row]) -> list[list[str]]:
+    """Per row: its time, its ratio to the first row (the step without dropout) and dropout's share of the step.
+
+    The share is ``(step with dropout - step without) / step without``, from the medians and from the minima (on a
+    loaded machine the minima are the steadier estimate of a small difference); both go into ``row.labels``
+    (``dropout_share``, ``dropout_share_of_minima``).
+    """
+    base, base_min = rows[0].median_s, rows[0].min_s
+    cells = []
+    for row in rows:
+        share = None if row.median_s is None or not base else (row.median_s - base) / base
+        share_min = None if row.min_s is None or not base_min else (row.min_s - base_min) / base_min
+        row.labels["dropout_share"], row.labels["dropout_share_of_minima"] = share, share_min
+        shares = ["–" if value is None else f"{value:.1%}" for value in (share, share_min)]
+        cells.append([fmt_spread(row), fmt_ratio(row.median_s, base), *shares])
+    return cells
