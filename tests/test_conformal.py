@@ -106,6 +106,12 @@ def test_conformal_quantile_is_the_finite_sample_rank():
     # a traced alpha too small for n cannot raise: the threshold is +inf (every label in the set: still covers)
     assert float(jax.jit(U.conformal_quantile)(jnp.arange(5.0), 0.01)) == math.inf
     assert math.isnan(float(jax.jit(U.conformal_quantile)(jnp.arange(5.0), 1.5)))
+    # integer and bool scores give a float32 threshold, and +inf (not INT_MIN) when a traced alpha is too small
+    integers = jnp.arange(1, 11, dtype=jnp.int32)
+    assert U.conformal_quantile(integers, 0.1).dtype == jnp.float32
+    assert float(U.conformal_quantile(integers, 0.1)) == 10.0
+    assert float(U.conformal_quantile(integers > 5, 0.1)) == 1.0
+    assert float(jax.jit(U.conformal_quantile)(integers[:5], 0.01)) == math.inf
 
 
 def reference_scores(probs, uniform, score, penalty=0.0, k_reg=0):

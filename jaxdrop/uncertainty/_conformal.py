@@ -54,7 +54,8 @@ def _rank(alpha: float | jax.Array, num_scores: int) -> int | jax.Array:
 
 @jax.jit
 def _quantile(scores: jax.Array, rank: jax.Array) -> jax.Array:
-    ordered = jnp.sort(_stats.as_float(scores))
+    # integer/bool scores too: the float32 threshold documented, and a +inf pad that is not cast to INT_MIN
+    ordered = jnp.sort(scores.astype(jnp.promote_types(scores.dtype, jnp.float32)))
     # rank n + 1 (possible only for a traced alpha): the set must hold every label, an infinite threshold
     padded = jnp.concatenate([ordered, jnp.full((1,), jnp.inf, ordered.dtype)])
     return padded[rank - 1]
