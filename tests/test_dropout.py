@@ -240,6 +240,7 @@ def test_dropped_elements_are_exact_zeros_even_for_inf_input(key):
     assert set(np.unique(np.asarray(y)).tolist()) == {0.0, np.inf}
 
 
+@pytest.mark.slow  # the default run checks every variant on 8x1/1x8/2x4/4x2 meshes: tests/test_multiprocess.py
 def test_masks_identical_across_device_meshes():
     code = textwrap.dedent(
         """

@@ -136,6 +136,7 @@ def test_calibrate_and_conform(tmp_path):
         assert (tmp_path / name).stat().st_size > 1000
 
 
+@pytest.mark.slow  # the default run keeps a representative set of examples under the 10-minute budget
 def test_concrete_dropout(tmp_path):
     result = run_example("concrete_dropout", tmp_path)
     rates = result["rates"]
@@ -167,6 +168,7 @@ def test_stochastic_depth(tmp_path):
     assert (tmp_path / "stochastic_depth.png").exists()
 
 
+@pytest.mark.slow  # the default run keeps a representative set of examples under the 10-minute budget
 def test_transformer_lm(tmp_path):
     result = run_example("transformer_lm", tmp_path)
     assert list(result) == ["no dropout", "dropout 0.1", "dropout 0.1 + LayerDrop 0.2"]

@@ -115,7 +115,7 @@ def selected_leaves(params: Any, where: LeafPredicate | str | Sequence[str] | No
             if not _checks.is_array_like(leaf) or not jnp.issubdtype(jnp.result_type(leaf), jnp.floating):
                 dtype = jnp.result_type(leaf) if _checks.is_array_like(leaf) else type(leaf).__name__
                 raise TypeError(
-                    f"`where` selected the leaf {name!r} of `params` of dtype {dtype}; {variant} applies to "
+                    f"`where` selected the leaf {name!r} of dtype {dtype} in `params`; {variant} applies to "
                     f"floating-point weights only."
                 )
             if name in selected:  # e.g. {"a/b": w1, "a": {"b": w2}}
