@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from flax import linen as nn
 from flax import nnx
+from test_mc import _dot_shapes  # one walker of jaxprs for the prefix-once checks
 
 import jaxdrop
 from jaxdrop import mc
@@ -57,19 +58,6 @@ def test_batchnorm_stays_in_evaluation_mode():
     whole = _linen(Linen(), sites="last", function_samples=True)
     part = _linen(Linen(), X[2:], sites="last", function_samples=True)
     np.testing.assert_allclose(part, whole[:, 2:], rtol=1e-5, atol=1e-6)
-
-
-def _dot_shapes(jaxpr):
-    shapes = []
-    for eqn in jaxpr.eqns:
-        if eqn.primitive.name == "dot_general":
-            shapes.append(tuple(eqn.outvars[0].aval.shape))
-        for param in eqn.params.values():
-            for sub in param if isinstance(param, (tuple, list)) else (param,):
-                inner = getattr(sub, "jaxpr", sub)
-                if hasattr(inner, "eqns"):
-                    shapes += _dot_shapes(inner)
-    return shapes
 
 
 def test_the_deterministic_prefix_before_the_chosen_site_is_computed_once():
