@@ -116,8 +116,8 @@ class Dropout(_Stochastic):
       deterministic: deprecated alternative to ``inference`` (as in Equinox; warns).
       broadcast_dims: axes along which one mask value is shared.
       inverted: scale kept elements by ``1 / (1 - p)`` in training (True) or scale by ``1 - p`` in inference.
-      generator: ``"fast"`` (fused Threefry-2x32-13, the default) or ``"jax"`` (the exact masks of
-        ``equinox.nn.Dropout``, ``jax.random.bernoulli(key, 1 - p, x.shape)``, for the same key).
+      generator: ``"fast"`` (fused Threefry-2x32-13, the default), ``"fast16"`` (16-bit thresholds) or ``"jax"``
+        (the exact masks of ``equinox.nn.Dropout``, ``jax.random.bernoulli(key, 1 - p, x.shape)``, for the same key).
 
     Examples:
       >>> import jax, jax.numpy as jnp, equinox as eqx, jaxdrop

@@ -119,8 +119,8 @@ class Dropout(_Functional):
       rng_collection: the RNG stream the key is drawn from with ``make_rng``.
       inverted: scale kept elements by ``1 / (1 - rate)`` in training (True) or scale by ``1 - rate`` at
         inference (False, classic dropout).
-      generator: ``"fast"`` (fused Threefry-2x32-13, the default) or ``"jax"`` (the exact masks of
-        ``flax.linen.Dropout`` for the same RNGs).
+      generator: ``"fast"`` (fused Threefry-2x32-13, the default), ``"fast16"`` (16-bit thresholds) or ``"jax"``
+        (the exact masks of ``flax.linen.Dropout`` for the same RNGs).
       axis_name: name(s) of mapped axes (``nn.vmap``/``jax.vmap``/``shard_map``) whose index is folded into the
         key, so each slice draws its own mask even when the RNG is not split along that axis.
 

@@ -188,8 +188,8 @@ class Dropout(_Functional):
       rngs: an ``nnx.Rngs`` or ``nnx.RngStream``; the layer forks its own stream from it. May be left out and
         passed at call time instead.
       inverted: scale kept elements by ``1 / (1 - rate)`` in training (True) or by ``1 - rate`` at inference.
-      generator: ``"fast"`` (fused Threefry-2x32-13, the default) or ``"jax"`` (the exact masks of
-        ``flax.nnx.Dropout`` for the same RNG state).
+      generator: ``"fast"`` (fused Threefry-2x32-13, the default), ``"fast16"`` (16-bit thresholds) or ``"jax"``
+        (the exact masks of ``flax.nnx.Dropout`` for the same RNG state).
       axis_name: name(s) of ``nnx.vmap``/``jax.vmap`` axes whose index is folded into the key, so each sample
         draws its own mask even when the module is broadcast over that axis.
 

@@ -6,9 +6,10 @@ Two streams, both exactly what ``jaxdrop._masks.random_bits`` computes:
     consecutive blocks of ``2**chunk_log2`` words, block ``i`` being ``random_bits(fold_in(root, i), (n,))``: a new
     key per block, the way a training loop draws one key per step.
 ``counter``
-    one key and one long run of element counters: block ``i`` is Threefry-2x32-13 under the key words of
-    ``random_bits`` at counters ``i * n ... (i + 1) * n - 1`` (the low word wraps into the high word after 2**32
-    words, as ``element_counters`` does for very large masks). Block 0 is checked against ``random_bits``.
+    one key and one long run of counters: block ``i`` is Threefry-2x32-13 under the key words of ``random_bits``
+    at counters ``i * n / 2 ... (i + 1) * n / 2 - 1``, both output words of each counter in turn (fast generator
+    v2: two elements per Threefry block; the low counter word wraps into the high word after 2**32 counters, as
+    ``element_counters`` does for very large masks). Block 0 is checked against ``random_bits``.
 
 Each dieharder test gets its own process and a fresh stream (root ``fold_in(key(seed), test number)``, or
 ``test * 100 + ntuple`` for the RGB tests that take an ntuple), so no test sees bits another one consumed and a test
@@ -66,12 +67,16 @@ def block_function(mode: str, root: jax.Array, num_words: int):
     words = jax.random.bits(root, (2,), jnp.uint32)  # the key words random_bits derives from `root`
 
     def counter_block(index: jax.Array) -> jax.Array:
-        # The 64-bit counter index * num_words as two uint32 words (x64 is off by default).
-        per_word = (2**32) // num_words  # blocks per 2**32 counters (num_words is a power of two)
-        low_start = (index % per_word).astype(jnp.uint32) * jnp.uint32(num_words)
+        # Fast generator v2: each Threefry block gives two consecutive words, so block `index` of the stream is
+        # the Threefry blocks at counters index * num_words / 2 ... (index + 1) * num_words / 2 - 1, both words
+        # of each in turn. The 64-bit counter goes in two uint32 words (x64 is off by default).
+        num_blocks = num_words // 2
+        per_word = (2**32) // num_blocks  # stream blocks per 2**32 counters (num_words is a power of two)
+        low_start = (index % per_word).astype(jnp.uint32) * jnp.uint32(num_blocks)
         high = (index // per_word).astype(jnp.uint32)
-        low = low_start + jnp.arange(num_words, dtype=jnp.uint32)
-        return _masks.threefry2x32((words[0], words[1]), (low, jnp.broadcast_to(high, low.shape)))[0]
+        low = low_start + jnp.arange(num_blocks, dtype=jnp.uint32)
+        word0, word1 = _masks.threefry2x32((words[0], words[1]), (low, jnp.broadcast_to(high, low.shape)))
+        return jnp.stack([word0, word1], axis=-1).reshape(num_words)
 
     block = jax.jit(counter_block)
     # The stream is the generator's: block 0 is exactly random_bits(root, (num_words,)).

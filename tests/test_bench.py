@@ -64,7 +64,7 @@ def test_every_timed_row_has_consistent_statistics(report):
 def test_target_rows_always_present_and_tiny_runs_judge_none(report):
     _, record, markdown = report
     targets = record["targets"]
-    assert len(targets) == 6
+    assert len(targets) == 9  # 6, then issue 19's: f32 fwd+bwd and bf16 fwd against the floor, spatial vs flax
     # The foundation targets are measured even in the quickest run ...
     assert all(target["measured"] is not None for target in targets[:4])
     assert markdown.count("| target ") == 1 and "| status " in markdown
@@ -171,6 +171,7 @@ def test_bad_arguments_exit_with_status_2(argv, capsys):
     assert capsys.readouterr().err.startswith("usage: python -m jaxdrop")  # the subcommand's or, for --bogus, the top
 
 
+@pytest.mark.slow  # the default suite's 10-minute budget on 2 cores (v2 masks made every compile slower)
 def test_attention_section_runs_on_request_and_plots(tmp_path, capsys):
     """``--sections attention --plot DIR``: the opt-in section, its targets (not judged when tiny), its figure."""
     assert bench.main(["--tiny", "--sections", "attention", "--plot", str(tmp_path), "--out", str(tmp_path)]) == 0
@@ -192,6 +193,22 @@ def test_recipes_section_runs_on_request(tmp_path):
     assert all(row["median_s"] for row in rows)
     recipes = [target for target in record["targets"] if target["target"].startswith("recipes:")]
     assert len(recipes) == 3 and {target["status"] for target in recipes} == {"not judged (tiny)"}
+
+
+@pytest.mark.slow  # compiles six MC-decoding programs (about 15 s); the decoding tests cover mc.decode itself
+def test_decoding_section_runs_on_request(tmp_path):
+    """``--sections decoding``: the opt-in section, its target (not judged when tiny), every row timed, and the
+    chunk-outer temp memory shrinking with ``chunk_size``."""
+    assert bench.main(["--tiny", "--sections", "decoding", "--repeats", "1", "--out", str(tmp_path)]) == 0
+    record = json.loads((tmp_path / "results.json").read_text())
+    assert list(record["sections"]) == ["decoding"] and "decoding" not in bench._run.DEFAULT_SECTIONS
+    section = record["sections"]["decoding"]
+    assert all(row["median_s"] for row in section["rows"]) and len(section["rows"]) == 3
+    memory = section["summary"]["temp_bytes"]
+    if memory["score/16"] is not None:
+        assert memory["score/1"] < memory["score/16"] and memory["per_sample/1"] < memory["per_sample/16"]
+    decoding = [target for target in record["targets"] if target["target"].startswith("decoding:")]
+    assert len(decoding) == 1 and decoding[0]["status"] == "not judged (tiny)"
 
 
 @pytest.mark.slow  # a subprocess with 8 devices; the default run checks the HLO reader in test_multiprocess.py

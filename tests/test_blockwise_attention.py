@@ -71,17 +71,20 @@ def test_tile_counters_are_the_whole_masks_counters_also_across_the_word_split()
             jnp.asarray(np.arange(n).reshape((-1,) + (1,) * (len(shape) - axis - 1)), jnp.uint32)
             for axis, n in enumerate(shape)
         ]
-        tile = _blockwise.counters_at(shape, index, word_limit)
+        tile = _masks.counters_at(shape, index, word_limit)
         for a, b in zip(whole, tile, strict=True):
             np.testing.assert_array_equal(np.broadcast_to(b, shape), a)
 
 
-@pytest.mark.parametrize("broadcast_dropout", [True, False])
-def test_same_mask_bit_for_bit_whatever_the_blocks(broadcast_dropout):
+@pytest.mark.parametrize(
+    ("broadcast_dropout", "generator"),
+    [(True, "fast"), (False, "fast"), pytest.param(False, "fast16", marks=pytest.mark.slow)],
+)
+def test_same_mask_bit_for_bit_whatever_the_blocks(broadcast_dropout, generator):
     # With value = one-hot over keys, the output is the dropped attention weights: their zeros are the mask.
     q, k, _ = _qkv(kv_heads=2)
     v = jnp.broadcast_to(jnp.eye(KV)[None, :, None, :], (B, KV, 2, KV))
-    kwargs = dict(dropout_rate=0.5, broadcast_dropout=broadcast_dropout)
+    kwargs = dict(dropout_rate=0.5, broadcast_dropout=broadcast_dropout, generator=generator)
 
     @jax.jit
     def run(q, k, v):
@@ -103,8 +106,8 @@ def test_tiles_regenerate_the_mask_across_the_counter_word_split():
 
         @jax.jit
         def masks(words, plan=plan):
-            counters = _masks.element_counters(plan.mask_shape, _word_limit=plan.word_limit)
-            whole = _masks.keep_from_bits(_masks.threefry2x32(words, counters)[0], 0.5)
+            decisions = _masks._decisions(0.5, "fast")
+            whole = _masks.per_element(words, plan.mask_shape, 2, decisions, _word_limit=plan.word_limit)
             tiles = [_blockwise.keep_decisions(plan, words, 0.5, q, kv, 4, 2) for q, kv in starts]
             return jnp.broadcast_to(whole, (2, 3, 4, 9, 10)).reshape(6, 2, 2, 9, 10), tiles
 
@@ -327,6 +330,7 @@ def test_bad_input(kwargs, shapes, error, message):
         jaxdrop.dot_product_attention(q, k, v, **kwargs)
 
 
+@pytest.mark.slow  # tests/test_docs.py runs the same page by default
 def test_docs_page_code_runs():
     page = (Path(__file__).parents[1] / "docs" / "guide" / "attention.md").read_text()
     blocks = re.findall(r"```python\n(.*?)```", page, flags=re.DOTALL)

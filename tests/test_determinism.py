@@ -38,6 +38,7 @@ VARIANTS = {
     "dropout/broadcast(0,2)": (lambda x, r, k: jaxdrop.dropout(x, r, key=k, broadcast_dims=(0, 2)), RANK3),
     "dropout/classic": (lambda x, r, k: jaxdrop.dropout(x, r, key=k, inverted=False), RANK3),
     "dropout/jax": (lambda x, r, k: jaxdrop.dropout(x, r, key=k, generator="jax"), RANK3),
+    "dropout/fast16": (lambda x, r, k: jaxdrop.dropout(x, r, key=k, generator="fast16"), RANK3),
     "dropout/jax/broadcast(0,)": (
         lambda x, r, k: jaxdrop.dropout(x, r, key=k, broadcast_dims=(0,), generator="jax"),
         RANK3,
@@ -196,11 +197,12 @@ def test_gradient_uses_the_forward_mask():
 
 # --- the fast generator's bits are pinned ------------------------------------------------------------------------
 
-MASK64 = "1111111100010110100101110110101111101000110100010000111101010111"  # key(0), rate 0.5, shape (64,)
+MASK64 = "1010111111101011000100100011110010000011011110110011110011001010"  # key(0), rate 0.5, shape (64,)
 
 
 def _threefry13_reference(key_words, counter_words):
-    """Threefry-2x32-13 in plain Python integers (Salmon et al. 2011), independent of the jnp implementation."""
+    """Threefry-2x32-13 in plain Python integers (Salmon et al. 2011), independent of the jnp implementation:
+    both output words."""
     mask = 0xFFFFFFFF
     rotations = (13, 15, 26, 6, 17, 29, 16, 24)
     k0, k1 = key_words
@@ -214,16 +216,21 @@ def _threefry13_reference(key_words, counter_words):
             s = (r + 1) // 4
             x0 = (x0 + schedule[s % 3]) & mask
             x1 = (x1 + schedule[(s + 1) % 3] + s) & mask
-    return x0
+    return x0, x1
 
 
 def test_fast_generator_bits_are_pinned():
-    # Key derivation is JAX's (`jax.random.bits(key, (2,))`): if this changes in a JAX release, every fast mask
-    # changes with it; docs/determinism.md says so.
+    # Fast generator v2 (since 0.2.0): element (..., c) of a last axis of n is word c % 2 of the block at counter
+    # (..., c // 2) of the grid (..., ceil(n / 2)). Key derivation is JAX's (`jax.random.bits(key, (2,))`): if
+    # this changes in a JAX release, every fast mask changes with it; docs/determinism.md says so.
     words = [int(w) for w in jax.random.bits(jax.random.key(0), (2,), jnp.uint32)]
     assert words == [0xF29A4FA7, 0xFA843692], [hex(w) for w in words]
     bits = np.asarray(_masks.random_bits(jax.random.key(0), (4, 5, 7)))
-    expected = [_threefry13_reference(words, (index, 0)) for index in range(4 * 5 * 7)]
+    expected = [
+        _threefry13_reference(words, ((row * 4 + column // 2), 0))[column % 2]
+        for row in range(4 * 5)
+        for column in range(7)
+    ]
     np.testing.assert_array_equal(bits.ravel(), np.array(expected, np.uint32))
     mask = np.asarray(jaxdrop.dropout(jnp.ones(64), 0.5, key=jax.random.key(0)) != 0)
     assert "".join("1" if kept else "0" for kept in mask) == MASK64
@@ -231,12 +238,12 @@ def test_fast_generator_bits_are_pinned():
 
 def test_large_mask_counters_use_both_words():
     # Beyond the word limit the leading axes go to the high counter word: bits equal the reference at (low, high).
+    # Shape (3, 4, 8) pairs into blocks (3, 4, 4); with a 16-element word the low word is the last axis' block.
     words = [int(w) for w in jax.random.bits(jax.random.key(7), (2,), jnp.uint32)]
-    low, high = _masks.element_counters((3, 4, 8), _word_limit=16)
-    bits = _masks.threefry2x32(tuple(jnp.uint32(w) for w in words), (low, high))[0]
+    key_words = tuple(jnp.uint32(w) for w in words)
+    bits = _masks.per_element(key_words, (3, 4, 8), 2, lambda w0, w1: (w0, w1), _word_limit=16)
     expected = [
-        _threefry13_reference(words, (int(lo), int(hi)))
-        for lo, hi in zip(np.asarray(low).ravel(), np.asarray(high).ravel(), strict=True)
+        _threefry13_reference(words, (column // 2, row))[column % 2] for row in range(3 * 4) for column in range(8)
     ]
     np.testing.assert_array_equal(np.asarray(bits).ravel(), np.array(expected, np.uint32))
 

@@ -243,12 +243,71 @@ def test_neighbours_along_every_axis_are_uncorrelated():
             checks += 1
             assert abs(r) < stats.norm.isf(P_MIN / 12) / math.sqrt(a.size), (axis, lag, r)
     # and across the word-limit split (leading axes in the high counter word), on a small limit
-    words = jax.random.bits(jax.random.key(5), (2,), jnp.uint32)
-    low, high = _masks.element_counters((64, 32, 16), _word_limit=1024)
-    bits = np.asarray(_masks.threefry2x32((words[0], words[1]), (low, high))[0])
+    words = _masks._key_words(jax.random.key(5))
+    bits = np.asarray(_masks.per_element(words, (64, 32, 16), 2, lambda w0, w1: (w0, w1), _word_limit=1024))
     rows = (bits >= 2**31).astype(np.float64).reshape(64, -1)
     r = np.corrcoef(rows[:-1].ravel(), rows[1:].ravel())[0, 1]
     assert abs(r) < stats.norm.isf(P_MIN / 2) / math.sqrt(rows[1:].size), r
+
+
+def test_fast16_keep_rate_is_the_rate_rounded_to_2_to_the_minus_16():
+    # "fast16": four 16-bit decisions per block; the keep probability is exactly 1 - round(rate * 2**16) / 2**16.
+    # Its halves are those of the fast words: element 2i is the low half of word i of random_bits, 2i + 1 the high.
+    n = 1 << 18
+    bits = _bits(7, n // 2)
+    halves = np.stack([bits & 0xFFFF, bits >> 16], axis=-1).reshape(n)
+    np.testing.assert_array_equal(
+        _masks.keep_mask(jax.random.key(7), 0.37, (n,), "fast16"), halves >= _masks.drop_threshold16(0.37)
+    )
+    rates = [*np.linspace(0.0, 1.0, 41).tolist(), 2**-16, 1.4e-5, 1 - 2**-16]
+    for rate in rates:
+        kept = int(np.count_nonzero(halves >= _masks.drop_threshold16(rate)))
+        kept_probability = 1.0 - round(rate * 2**16) / 2**16
+        if kept_probability in (0.0, 1.0):
+            assert kept == n * kept_probability, rate
+        else:
+            assert _binomial_ok(kept, n, kept_probability, len(rates)), (rate, kept / n)
+    # traced rates round the same way (float32 holds rate * 2**16 to well within half a step for these rates)
+    traced = jax.jit(jax.vmap(_masks.drop_threshold16))(jnp.asarray(rates[:41], jnp.float32))
+    np.testing.assert_array_equal(traced, [int(_masks.drop_threshold16(rate)) for rate in rates[:41]])
+
+
+@pytest.mark.parametrize("generator", ["fast", "fast16"])
+def test_elements_sharing_a_block_are_uncorrelated(generator):
+    # Neighbours on the last axis share a Threefry block (2 for "fast", 4 for "fast16"): every pair of slots of a
+    # block, at rates 0.5 and 0.1, and the 4 x 4 (or 2 x 2) contingency table of slots' decisions.
+    per_block = _masks.ELEMENTS_PER_BLOCK[generator]
+    n = 1 << 18
+    checks = 2 * per_block * (per_block - 1) // 2
+    for rate in (0.5, 0.1):
+        mask = np.asarray(_masks.keep_mask(jax.random.key(8), rate, (n,), generator), np.float64)
+        slots = mask.reshape(-1, per_block)
+        for a in range(per_block):
+            for b in range(a + 1, per_block):
+                r = np.corrcoef(slots[:, a], slots[:, b])[0, 1]
+                assert abs(r) < stats.norm.isf(P_MIN / checks / 2) / math.sqrt(len(slots)), (rate, a, b, r)
+    patterns = np.bincount((slots.astype(np.int64) << np.arange(per_block)).sum(1), minlength=2**per_block)
+    expected = np.array(
+        [
+            math.prod(0.9 if (pattern >> slot) & 1 else 0.1 for slot in range(per_block))
+            for pattern in range(2**per_block)
+        ]
+    ) * len(slots)
+    assert stats.chisquare(patterns, expected).pvalue > P_MIN
+
+
+@pytest.mark.slow
+def test_box_muller_pairs_are_independent_normals():
+    # A block gives r cos(theta) to the even element and r sin(theta) to the odd one: independent N(0, 1) pairs.
+    z = np.asarray(_masks.normal(jax.random.key(9), (1 << 18,), "fast"), np.float64).reshape(-1, 2)
+    n = len(z)
+    bound = stats.norm.isf(P_MIN / 4) / math.sqrt(n)
+    assert abs(np.corrcoef(z[:, 0], z[:, 1])[0, 1]) < bound
+    assert abs(np.corrcoef(z[:, 0] ** 2, z[:, 1] ** 2)[0, 1]) < bound  # shared radius, yet independent
+    for column in range(2):
+        assert stats.kstest(z[:, column], "norm").pvalue > P_MIN
+    # the pair's squared radius is chi-square with 2 degrees of freedom (exponential with mean 2)
+    assert stats.kstest((z**2).sum(1), "expon", args=(0, 2)).pvalue > P_MIN
 
 
 @pytest.mark.parametrize("rate", [0.1, 0.9])

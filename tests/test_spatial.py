@@ -1,5 +1,7 @@
 """Spatial (channel) dropout: whole feature maps dropped, rank and axis checks."""
 
+import re
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -97,3 +99,28 @@ def test_bad_input(fn, shape, kwargs, error, message):
 def test_integer_input_rejected():
     with pytest.raises(TypeError, match="`x` must have a floating-point dtype"):
         jaxdrop.spatial_dropout2d(jnp.ones((2, 3, 3, 2), jnp.int32), 0.5, key=jax.random.key(0))
+
+
+def _hashing_computations(fn, *args):
+    """Output shapes of the compiled computations (fusions) that hash, i.e. contain Threefry's ``xor``."""
+    text = jax.jit(fn).lower(*args).compile().as_text()
+    computations = re.finditer(r"^%\S+ \([^\n]*\) -> ([^\n]+) \{\n(.*?)^\}", text, re.MULTILINE | re.DOTALL)
+    return [match.group(1) for match in computations if " xor(" in match.group(2)]
+
+
+@pytest.mark.parametrize("generator", ["fast", pytest.param("fast16", marks=pytest.mark.slow)])
+def test_small_mask_hashed_once_not_once_per_input_element(generator):
+    # Issue 19: XLA fused the (batch, 1, 1, channels) mask's hash into the loop over the whole feature map and
+    # hashed once per input element (1.43x slower than flax). The mask is packed in its own computation (a
+    # reduction, which XLA does not fuse into its consumer); the feature map's loop only unpacks bits.
+    x, key = jnp.ones((4, 8, 8, 32)), jax.random.key(0)
+
+    def forward(x, key):
+        return jaxdrop.spatial_dropout(x, 0.3, key=key, generator=generator)
+
+    def backward(x, key):
+        return jax.grad(lambda x: jnp.sum(forward(x, key) ** 2))(x)
+
+    for fn in (forward, backward):
+        shapes = _hashing_computations(fn, x, key)
+        assert shapes and not any("4,8,8,32" in shape for shape in shapes), shapes

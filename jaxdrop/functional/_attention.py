@@ -165,7 +165,8 @@ def dot_product_attention(
       promote_dtype: ``flax.nnx``'s dtype promotion hook, called as ``promote_dtype((query, key, value),
         dtype=dtype)``; by default the inputs are promoted to ``dtype`` or their common floating dtype.
       is_causal: also mask out keys after each query (``tril`` of ``(q_length, kv_length)``), as ``flax.nnx``.
-      generator: ``"fast"`` (default) or ``"jax"`` (the mask flax draws from the same ``dropout_rng``).
+      generator: ``"fast"`` (default), ``"fast16"`` (16-bit thresholds, see ``jaxdrop.dropout``) or ``"jax"``
+        (the mask flax draws from the same ``dropout_rng``).
       segment_ids: packed sequences: an integer ``[batch..., length]`` array (self-attention) or a pair
         ``(query_segment_ids, kv_segment_ids)``; a query attends only to keys of its own segment.
       implementation: ``"blockwise"`` (tiles in ``jax.numpy``; forward-mode autodiff unsupported), ``"xla"`` (the
@@ -279,6 +280,7 @@ def dot_product_attention(
             precision=precision,
             block_q=block_q or DEFAULT_BLOCKS[implementation][0],
             block_kv=block_kv or DEFAULT_BLOCKS[implementation][1],
+            generator=generator,
         )
     group = query.shape[-2] // key.shape[-2]
     if group > 1:  # flax.nnx's grouped-query attention: query head h reads key/value head h // group

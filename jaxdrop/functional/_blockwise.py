@@ -4,9 +4,9 @@ FlashAttention-2 (Dao 2023, "FlashAttention-2: Faster Attention with Better Para
 ICLR 2024) in ``jax.numpy``: an online softmax (Milakov & Gimelshein 2018) runs over key/value tiles, so the
 ``(q_length, kv_length)`` logits never exist at once, and a ``jax.custom_vjp`` keeps only the output and one
 log-sum-exp per query row for the backward pass, which recomputes each tile's logits. The dropout mask of a tile
-is regenerated from the key and the tile's global (batch, head, query, key) indices: they are the counters the
-dense path gives ``bernoulli_dropout`` (``_masks.element_counters`` of the weights' mask shape), so the blockwise
-and the dense paths drop exactly the same weights, whatever the block sizes.
+is regenerated from the key and the tile's global (batch, head, query, key) indices in the weights' mask shape
+(``_masks.keep_at``): the decisions the dense path's ``bernoulli_dropout`` makes there, so the blockwise and the
+dense paths drop exactly the same weights, whatever the block sizes.
 
 Layout inside the core: batch axes flattened to one, query heads split as (kv_heads, group) for grouped-query
 attention (flax.nnx's convention: query head ``h`` reads key/value head ``h // group``); a tile of logits is
@@ -55,6 +55,7 @@ class Plan:
     broadcast_dropout: bool
     precision: Any
     word_limit: int = _TWO32  # the counters' word size; tests lower it to exercise the two-word split
+    generator: _masks.Generator = "fast"  # "fast" or "fast16": 32-bit or 16-bit keep thresholds (jaxdrop._masks)
 
     @property
     def q_heads(self) -> int:
@@ -76,28 +77,6 @@ class Plan:
         return (*self.batch_shape, self.q_heads, self.q_length, self.kv_length)
 
 
-def counters_at(
-    shape: tuple[int, ...], indices: list[jax.Array | int], word_limit: int = _TWO32
-) -> tuple[jax.Array, jax.Array]:
-    """``_masks.element_counters(shape)`` evaluated only at the given global indices, one per axis of ``shape``.
-
-    ``indices[axis]`` is a uint32 array (or 0) broadcastable against the others; the result has their broadcast
-    shape. The words are split between axes exactly as ``element_counters`` splits them, so a tile of any shape
-    gets the counters its elements have in the whole mask.
-    """
-    split = 0
-    while math.prod(shape[split:]) >= word_limit:
-        split += 1
-
-    def linear_index(axes: range) -> jax.Array:
-        index = jnp.uint32(0)
-        for axis in axes:
-            index = index * jnp.uint32(shape[axis]) + jnp.asarray(indices[axis], jnp.uint32)
-        return index
-
-    return linear_index(range(split, len(shape))), linear_index(range(split))
-
-
 def _rate(plan: Plan, operands: dict[str, Any]) -> float | jax.Array:
     return plan.rate if plan.rate is not None else operands["rate"]
 
@@ -113,10 +92,13 @@ def keep_decisions(
     batch_head: tuple[jax.Array, jax.Array] | None = None,
 ) -> jax.Array:
     """Keep decisions of queries ``q_start + [0, rows)`` and keys ``kv_start + [0, columns)``: the dense path's
-    mask there, bit for bit.
+    mask there, bit for bit (``_masks.keep_at`` at the tile's global indices).
 
     Shaped ``[batch|1, kv_heads|1, group|1, rows, columns]`` (1 on the axes a broadcast mask shares), or
     ``[rows, columns]`` for one (flattened batch index, query head) ``batch_head`` (a Pallas program's).
+
+    Neighbouring keys share a Threefry block (``_masks.pairing_axis``); each element of the tile hashes its
+    block and takes its word, which fuses into the tile's loop.
     """
     q_index = jnp.asarray(q_start).astype(jnp.uint32) + lax.broadcasted_iota(jnp.uint32, (rows, 1), 0)
     kv_index = jnp.asarray(kv_start).astype(jnp.uint32) + lax.broadcasted_iota(jnp.uint32, (1, columns), 1)
@@ -135,8 +117,7 @@ def keep_decisions(
             batch_indices.insert(0, flat % jnp.uint32(size))
             flat = flat // jnp.uint32(size)
         indices = [*batch_indices, head, q_index, kv_index]
-    counters = counters_at(plan.mask_shape, indices, plan.word_limit)
-    keep = _masks.keep_from_bits(_masks.threefry2x32(words, counters)[0], rate)
+    keep = _masks.keep_at(words, rate, plan.mask_shape, indices, plan.generator, plan.word_limit)
     if batch_head is not None:
         return jnp.broadcast_to(keep, (rows, columns))
     return keep.reshape((1,) * (5 - keep.ndim) + keep.shape)
@@ -484,6 +465,7 @@ def blockwise_attention(
     block_q: int,
     block_kv: int,
     word_limit: int = _TWO32,
+    generator: _masks.Generator = "fast",
     power_of_two: bool = False,
     core: Callable[[Plan, dict[str, Any]], tuple[jax.Array, jax.Array]] | None = None,
 ) -> jax.Array:
@@ -513,6 +495,7 @@ def blockwise_attention(
         broadcast_dropout=broadcast_dropout,
         precision=precision,
         word_limit=word_limit,
+        generator=generator,
     )
     batch = math.prod(batch_shape)
 

@@ -65,7 +65,7 @@ def concrete_dropout(
       temperature: relaxation temperature ``> 0``: 0.1 for dense layers (default), 2/3 for spatial dropout.
         Static (validated) or traced; no gradient flows to it.
       broadcast_dims: axes along which one noise value is shared (negative allowed).
-      generator: ``"fast"`` (default) or ``"jax"``: where the uniform noise comes from (see above).
+      generator: ``"fast"`` (default), ``"fast16"`` or ``"jax"``: where the uniform noise comes from (see above).
 
     Returns:
       An array with the shape and dtype of ``x``.

@@ -46,7 +46,7 @@ def drop_path(
       mode: ``"row"`` (per example) or ``"batch"`` (whole input).
       batch_axis: the batch axis for ``mode="row"`` (negative allowed).
       scale_by_keep: scale kept inputs by ``1 / (1 - rate)`` (default, as timm); if False they are unchanged.
-      generator: ``"fast"`` (default) or ``"jax"``.
+      generator: ``"fast"`` (default), ``"fast16"`` or ``"jax"``.
 
     Returns:
       An array with the shape and dtype of ``x``.
@@ -154,7 +154,7 @@ def residual_drop_path(
       mode: ``"row"`` (per example) or ``"batch"`` (whole input).
       batch_axis: the batch axis for ``mode="row"``.
       scale_by_keep: scale kept branches by ``1 / (1 - rate)``.
-      generator: ``"fast"`` (default) or ``"jax"``.
+      generator: ``"fast"`` (default), ``"fast16"`` or ``"jax"``.
 
     Returns:
       ``residual + drop_path(branch, ...)``, with the shape of ``residual`` and the dtype of ``residual + branch``.

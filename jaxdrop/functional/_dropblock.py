@@ -77,7 +77,7 @@ def dropblock(
       channel_axis: the channel axis (negative allowed), not 0.
       share_across_channels: one block pattern per example shared by all channels (True), or an independent
         pattern per channel (False, the default and the paper's choice).
-      generator: ``"fast"`` (default) or ``"jax"``.
+      generator: ``"fast"`` (default), ``"fast16"`` or ``"jax"``.
 
     Returns:
       An array with the shape and dtype of ``x``.
@@ -193,7 +193,7 @@ def dropblock2d(
       block_size: the block side, an int or ``(height, width)``, at most the feature map size.
       channel_axis: the channel axis (negative allowed), not 0.
       share_across_channels: one block pattern per example shared by all channels, or one per channel (default).
-      generator: ``"fast"`` (default) or ``"jax"``.
+      generator: ``"fast"`` (default), ``"fast16"`` or ``"jax"``.
 
     Returns:
       An array with the shape and dtype of ``x``.
@@ -247,7 +247,7 @@ def dropblock3d(
       block_size: the block side, an int or ``(depth, height, width)``, at most the feature map size.
       channel_axis: the channel axis (negative allowed), not 0.
       share_across_channels: one block pattern per example shared by all channels, or one per channel (default).
-      generator: ``"fast"`` (default) or ``"jax"``.
+      generator: ``"fast"`` (default), ``"fast16"`` or ``"jax"``.
 
     Returns:
       An array with the shape and dtype of ``x``.

@@ -41,8 +41,10 @@ def dropout(
         ``inverted=False``), with no random operations in the program.
       broadcast_dims: axes along which one mask value is shared (flax's meaning); negative axes allowed.
       inverted: inverted (scale in training) or classic (scale at inference) dropout.
-      generator: ``"fast"``: fused Threefry-2x32-13 on each element's index (default; identical on any device
-        mesh); ``"jax"``: the mask of ``jax.random.bernoulli(key, 1 - rate, shape)``, identical to flax's.
+      generator: ``"fast"``: Threefry-2x32-13 on the elements' global indices, two elements per block (default;
+        identical on any device mesh); ``"fast16"``: four elements per block with 16-bit thresholds (the rate
+        rounded to a multiple of 2**-16, half the hashing); ``"jax"``: the mask of
+        ``jax.random.bernoulli(key, 1 - rate, shape)``, identical to flax's.
 
     Returns:
       An array with the shape and dtype of ``x``.

@@ -102,7 +102,7 @@ def layer_drop(
       deterministic: if True, every layer runs (inference).
       scale_by_keep: rescale a kept layer's residual update by ``1 / (1 - rate)`` (see above); ``x``'s leaves must
         then be floating point.
-      generator: ``"fast"`` (default) or ``"jax"``.
+      generator: ``"fast"`` (default), ``"fast16"`` or ``"jax"``.
 
     Returns:
       The output of the last layer run (``x`` itself when all are dropped).
@@ -193,7 +193,7 @@ def scan_layer_drop(
       deterministic: if True, every layer runs.
       scale_by_keep: rescale a kept layer's residual update (see ``layer_drop``).
       mode: ``"cond"`` or ``"gather"`` (see above).
-      generator: ``"fast"`` (default) or ``"jax"``.
+      generator: ``"fast"`` (default), ``"fast16"`` or ``"jax"``.
 
     Returns:
       The output of the last layer run.

@@ -78,7 +78,7 @@ def mixout(
       deterministic: if True, ``params`` is returned unchanged (the expectation of the mixture).
       where: which leaves to mix, as in ``dropconnect_params``: ``None`` (default) every floating-point leaf of
         rank >= 2 (kernels and embeddings), a name or names of path components, or a callable ``(path, leaf)``.
-      generator: ``"fast"`` (default) or ``"jax"``.
+      generator: ``"fast"`` (default), ``"fast16"`` or ``"jax"``.
 
     Returns:
       A pytree with the structure and dtypes of ``params``.

@@ -66,7 +66,7 @@ def alpha_dropout(
       rate: probability of dropping a unit, in [0, 1]; static (validated) or traced.
       key: PRNG key; required unless ``deterministic`` or the rate is statically 0 or 1.
       deterministic: if True, ``x`` is returned unchanged.
-      generator: ``"fast"`` (default) or ``"jax"``, as in ``jaxdrop.dropout``.
+      generator: ``"fast"`` (default), ``"fast16"`` or ``"jax"``, as in ``jaxdrop.dropout``.
 
     Returns:
       An array with the shape and dtype of ``x``.
@@ -109,7 +109,7 @@ def feature_alpha_dropout(
       key: PRNG key; required unless ``deterministic`` or the rate is statically 0 or 1.
       deterministic: if True, ``x`` is returned unchanged.
       channel_axis: the channel axis (negative allowed), not 0.
-      generator: ``"fast"`` (default) or ``"jax"``.
+      generator: ``"fast"`` (default), ``"fast16"`` or ``"jax"``.
 
     Returns:
       An array with the shape and dtype of ``x``; all zeros at rate 1.
@@ -227,7 +227,7 @@ def gaussian_noise(
       stddev: standard deviation, ``>= 0``; static (validated) or traced. No gradient flows to it.
       key: PRNG key; required unless ``deterministic`` or ``stddev`` is statically 0.
       deterministic: if True, ``x`` is returned unchanged.
-      generator: ``"fast"`` (the default) or ``"jax"`` (``jax.random.normal``), as in ``gaussian_dropout``.
+      generator: ``"fast"`` (default), ``"fast16"`` or ``"jax"`` (``jax.random.normal``), as in ``gaussian_dropout``.
 
     Returns:
       An array with the shape and dtype of ``x``.

@@ -68,7 +68,7 @@ def patch_dropout(
         [0, tokens - 1].
       return_indices: also return the indices, into the patch tokens (after the prefix), of the kept tokens.
       deterministic: if True, ``x`` is returned unchanged (and, with ``return_indices``, every patch index).
-      generator: ``"fast"`` (default) or ``"jax"``: which generator draws the uniform variates whose top
+      generator: ``"fast"`` (default), ``"fast16"`` or ``"jax"``: which generator draws the uniform variates whose top
         ``keep`` choose the tokens.
 
     Returns:

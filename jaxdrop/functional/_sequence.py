@@ -62,7 +62,7 @@ def locked_dropout(
       deterministic: if True, ``x`` is returned unchanged.
       time_axis: the axis the mask is shared along (negative allowed); 1 for batch-major ``(batch, time, ...)``,
         0 for time-major.
-      generator: ``"fast"`` (default) or ``"jax"``.
+      generator: ``"fast"`` (default), ``"fast16"`` or ``"jax"``.
 
     Returns:
       An array with the shape and dtype of ``x``.
@@ -104,7 +104,7 @@ def locked_mask(
         has size 1 on an axis (``(1, hidden)``: one mask shared by the batch); any other shape raises, so a mask
         is never silently broadcast over a batch.
       deterministic: if True, the returned function is the identity.
-      generator: ``"fast"`` (default) or ``"jax"``.
+      generator: ``"fast"`` (default), ``"fast16"`` or ``"jax"``.
 
     Returns:
       A function ``h -> h * mask / (1 - rate)`` that keeps ``h``'s shape and dtype and stores only the small
@@ -179,7 +179,7 @@ def token_dropout(
       key: PRNG key; required unless ``deterministic`` or the rate is statically 0 or 1.
       deterministic: if True, ``x`` is returned unchanged.
       feature_axis: the embedding axis (negative allowed) the decision is shared along.
-      generator: ``"fast"`` (default) or ``"jax"``.
+      generator: ``"fast"`` (default), ``"fast16"`` or ``"jax"``.
 
     Returns:
       An array with the shape and dtype of ``x``.

@@ -66,7 +66,7 @@ def spatial_dropout(
       key: PRNG key; required unless ``deterministic`` or the rate is statically 0 or 1.
       deterministic: if True, ``x`` is returned unchanged.
       channel_axis: the channel axis (negative allowed), not 0.
-      generator: ``"fast"`` (default) or ``"jax"``, as in ``jaxdrop.dropout``.
+      generator: ``"fast"`` (default), ``"fast16"`` or ``"jax"``, as in ``jaxdrop.dropout``.
 
     Returns:
       An array with the shape and dtype of ``x``.
@@ -110,7 +110,7 @@ def spatial_dropout1d(
       key: PRNG key; required unless ``deterministic`` or the rate is statically 0 or 1.
       deterministic: if True, ``x`` is returned unchanged.
       channel_axis: the channel axis (negative allowed), not 0.
-      generator: ``"fast"`` (default) or ``"jax"``, as in ``jaxdrop.dropout``.
+      generator: ``"fast"`` (default), ``"fast16"`` or ``"jax"``, as in ``jaxdrop.dropout``.
 
     Returns:
       An array with the shape and dtype of ``x``.
@@ -153,7 +153,7 @@ def spatial_dropout2d(
       key: PRNG key; required unless ``deterministic`` or the rate is statically 0 or 1.
       deterministic: if True, ``x`` is returned unchanged.
       channel_axis: the channel axis (negative allowed), not 0.
-      generator: ``"fast"`` (default) or ``"jax"``, as in ``jaxdrop.dropout``.
+      generator: ``"fast"`` (default), ``"fast16"`` or ``"jax"``, as in ``jaxdrop.dropout``.
 
     Returns:
       An array with the shape and dtype of ``x``.
@@ -196,7 +196,7 @@ def spatial_dropout3d(
       key: PRNG key; required unless ``deterministic`` or the rate is statically 0 or 1.
       deterministic: if True, ``x`` is returned unchanged.
       channel_axis: the channel axis (negative allowed), not 0.
-      generator: ``"fast"`` (default) or ``"jax"``, as in ``jaxdrop.dropout``.
+      generator: ``"fast"`` (default), ``"fast16"`` or ``"jax"``, as in ``jaxdrop.dropout``.
 
     Returns:
       An array with the shape and dtype of ``x``.

@@ -43,7 +43,7 @@ def dropconnect(
       key: PRNG key; required unless ``deterministic`` or the rate is statically 0 or 1.
       deterministic: if True, ``w`` is returned unchanged (scaled by ``1 - rate`` when ``inverted=False``).
       inverted: scale kept weights in training (default) or all weights at inference.
-      generator: ``"fast"`` (default) or ``"jax"``.
+      generator: ``"fast"`` (default), ``"fast16"`` or ``"jax"``.
 
     Returns:
       An array with the shape and dtype of ``w``.
@@ -152,7 +152,7 @@ def dropconnect_params(
         these components (``"kernel"``). A callable ``(path, leaf) -> bool`` with ``path`` like
         ``"encoder/Dense_0/kernel"``.
       inverted: as in ``dropconnect``.
-      generator: ``"fast"`` (default) or ``"jax"``.
+      generator: ``"fast"`` (default), ``"fast16"`` or ``"jax"``.
 
     Returns:
       A pytree with the structure of ``params``.

@@ -229,6 +229,61 @@ def dropout_section(settings: Settings) -> Section:
     return section
 
 
+SPATIAL_OURS, SPATIAL_FLAX = "jaxdrop.spatial_dropout (fast)", "flax.linen.Dropout(broadcast_dims=(1, 2))"
+Target = tuple[str, str, float | None, bool | None, str]  # name, required, measured, passed, detail
+
+
+def floor_and_peer_targets(sections: dict[str, Section]) -> list[Target]:
+    """Issue 19's targets, each the worst case over the measured rates (or passes).
+
+    f32 forward+backward within 1.1x of its copy-like floor and bf16 forward within 1.2x of the bf16 floor (the
+    4096x4096 MLP tensor), and spatial dropout at least as fast as ``flax.linen.Dropout(broadcast_dims=...)`` in
+    the forward and the forward+backward pass (the variants section's feature map).
+    """
+    targets: list[Target] = []
+    dropout = sections.get("dropout")
+    for pass_name, dtype, limit in ((FWD_BWD, "f32", 1.1), (FWD, "bf16", 1.2)):
+        ratios, detail = [], []
+        if dropout is not None:
+            common = {"shape_name": "MLP", "dtype": dtype, "pass": pass_name}
+            floor_row = find(dropout.rows, impl="floor: x * c", **common)
+            for row in dropout.rows:
+                if row.labels["impl"] == JAXDROP and all(row.labels.get(k) == v for k, v in common.items()):
+                    if row.median_s and floor_row and floor_row.median_s:
+                        ratios.append(row.median_s / floor_row.median_s)
+                        detail.append(f"rate {row.labels['rate']}: {ratios[-1]:.2f}x")
+        worst = max(ratios) if ratios else None
+        targets.append(
+            (
+                f"{pass_name}: jaxdrop within {limit:g}x of the copy-like floor ({dtype} MLP tensor)",
+                f"<= {limit:g}x",
+                worst,
+                None if worst is None else worst <= limit,
+                ", ".join(detail),
+            )
+        )
+    variants = sections.get("variants")
+    ratios, detail = [], []
+    if variants is not None:
+        for pass_name in (FWD, FWD_BWD):
+            ours = find(variants.rows, variant="spatial dropout", impl=SPATIAL_OURS, **{"pass": pass_name})
+            theirs = find(variants.rows, variant="spatial dropout", impl=SPATIAL_FLAX, **{"pass": pass_name})
+            if ours and theirs and ours.median_s and theirs.median_s:
+                ratios.append(theirs.median_s / ours.median_s)
+                detail.append(f"{pass_name}: {ratios[-1]:.2f}x")
+    worst = min(ratios) if ratios else None
+    targets.append(
+        (
+            "spatial dropout: jaxdrop at least as fast as flax.linen.Dropout(broadcast_dims) (fwd and fwd+bwd)",
+            ">= 1x",
+            worst,
+            None if worst is None else worst >= 1.0,
+            ", ".join(detail),
+        )
+    )
+    return targets
+
+
 def find(rows: list[Row], **labels: Any) -> Row | None:
     """The first row whose labels include ``labels``."""
     for row in rows:
