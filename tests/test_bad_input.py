@@ -41,6 +41,31 @@ def _mc_fn(key, x):
     return jaxdrop.dropout(x, 0.5, key=key)
 
 
+STEP_PARAMS = jnp.ones((5, 3))  # a bigram model's embedding: 5 tokens, width 3
+PROMPT = jnp.zeros((2, 2), jnp.int32)
+
+
+def _step(params, cache, tokens, key):
+    """A step function for ``mc.decode``/``mc.score``: ``(params, cache, tokens (B, 1), key) -> (logits, cache)``."""
+    return jaxdrop.dropout(params[tokens], 0.5, key=key) @ params.T, cache
+
+
+def _decode(**kwargs):
+    return jaxdrop.mc.decode(
+        _step,
+        kwargs.pop("prompt", PROMPT),
+        **{"params": STEP_PARAMS, "cache": (), "key": KEY, "num_samples": 2, "max_length": 4, **kwargs},
+    )
+
+
+def _score(**kwargs):
+    return jaxdrop.mc.score(
+        _step,
+        kwargs.pop("tokens", PROMPT),
+        **{"params": STEP_PARAMS, "cache": (), "key": KEY, "num_samples": 2, **kwargs},
+    )
+
+
 # (id, call, exception, pattern). The pattern names the argument and what is accepted.
 CASES = [
     # --- dropout: beyond tests/test_dropout.py
@@ -134,6 +159,45 @@ CASES = [
     ("mc.predict/sites-no-match", lambda: jaxdrop.mc.predict(_linen_model(), X3, key=KEY, num_samples=2, variables={}, sites="head/*"), ValueError, r"`sites`: the pattern 'head/\*' matches none of the model's dropout sites \('\(root\)'\)"),
     ("mc.predict/sites-not-callable", lambda: jaxdrop.mc.predict(_linen_model(), X3, key=KEY, num_samples=2, variables={}, sites=1.5), TypeError, r"`sites` must be 'last', a module path .* or a predicate `path -> bool` \(a callable\); got 1.5"),
     ("mc.predict/sites-for-a-function", lambda: jaxdrop.mc.predict(_mc_fn, X3, key=KEY, num_samples=2, sites="last"), ValueError, r"`sites='last'` chooses dropout layers of a linen or nnx model by module path; a function model has no module paths"),
+    # --- MC decoding (issue 21)
+    ("mc.decode/num-samples-0", lambda: _decode(num_samples=0), ValueError, r"`num_samples` must be >= 1; got 0"),
+    ("mc.decode/chunk-size-0", lambda: _decode(chunk_size=0), ValueError, r"`chunk_size` must be >= 1; got 0"),
+    ("mc.decode/missing-key", lambda: _decode(key=None), ValueError, r"`key` is required: sample i's dropout key is `fold_in\(key, i\)`"),
+    ("mc.decode/max-length-below-prompt", lambda: _decode(max_length=2), ValueError, r"`max_length` counts the prompt's tokens and must be > the prompt's length 2.*accepted range is \[3, \.\.\.\); got 2"),
+    ("mc.decode/max-length-float", lambda: _decode(max_length=4.0), TypeError, r"`max_length` must be a Python int >= 2"),
+    ("mc.decode/prompt-float", lambda: _decode(prompt=jnp.zeros((2, 2))), TypeError, r"`prompt` must be an integer array"),
+    ("mc.decode/prompt-1d", lambda: _decode(prompt=jnp.zeros(3, jnp.int32)), ValueError, r"`prompt` must be an integer array \(batch, length\) with batch >= 1 and length >= 1; got shape \(3,\)"),
+    ("mc.decode/prompt-out-of-vocabulary", lambda: _decode(prompt=jnp.full((2, 2), 5, jnp.int32)), ValueError, r"`prompt` must hold token ids in \[0, 4\] \(the model's vocabulary has 5\); got values in \[5, 5\]"),
+    ("mc.decode/masks", lambda: _decode(masks="per_token"), ValueError, r"`masks` must be one of \('fixed', 'per_step'\); got 'per_token'"),
+    ("mc.decode/predictive", lambda: _decode(predictive="median"), ValueError, r"`predictive` must be one of \('mean', 'per_sample'\); got 'median'"),
+    ("mc.decode/strategy", lambda: _decode(strategy="beam"), ValueError, r"`strategy` must be one of \('greedy', 'sample'\); got 'beam'"),
+    ("mc.decode/temperature-0", lambda: _decode(strategy="sample", temperature=0.0), ValueError, r"`temperature` must be a finite number > 0; got 0.0"),
+    ("mc.decode/end-token-negative", lambda: _decode(end_token=-1), ValueError, r"`end_token` must be >= 0; got -1"),
+    ("mc.decode/end-token-out-of-vocabulary", lambda: _decode(end_token=5), ValueError, r"`end_token` must be in \[0, 4\] \(the model's vocabulary\); got 5"),
+    ("mc.decode/cache-missing", lambda: _decode(cache=None), ValueError, r"`cache` is required for a step function"),
+    ("mc.decode/cache-structure-changes", lambda: jaxdrop.mc.decode(lambda p, c, t, k: (_step(p, c, t, k)[0], {"new": t}), PROMPT, params=STEP_PARAMS, cache=(), key=KEY, num_samples=2, max_length=4), ValueError, r"`cache`: the model must return a cache of the same structure, shapes and dtypes"),
+    ("mc.decode/cache-wrong-batch", lambda: _decode(cache={"cached_key": jnp.zeros((3, 4, 1, 3))}), ValueError, r"`cache` was built for a batch of \(3,\) \(cached_key has shape \(3, 4, 1, 3\)\), but the prompt has 2 row\(s\)"),
+    ("mc.decode/cache-too-short", lambda: _decode(cache={"cached_key": jnp.zeros((2, 3, 1, 3))}), ValueError, r"`max_length`=4 exceeds the capacity of the decoding cache, 3 tokens"),
+    ("mc.decode/logits-shape", lambda: jaxdrop.mc.decode(lambda p, c, t, k: (jnp.zeros((1, 2, 5)), c), PROMPT, params=None, cache=(), key=KEY, num_samples=2, max_length=4), ValueError, r"The model must return logits of shape \(batch, 1, vocab\) or \(batch, vocab\)"),
+    ("mc.decode/variables-for-a-function", lambda: _decode(variables={}), ValueError, r"`variables` is only for linen modules"),
+    ("mc.decode/model-not-callable", lambda: jaxdrop.mc.decode(3, PROMPT, cache=(), key=KEY, num_samples=2, max_length=4), TypeError, r"`model` must be a step function"),
+    ("mc.decode/rng-collection-empty", lambda: _decode(rng_collection=""), ValueError, r"`rng_collection` must be a non-empty str"),
+    ("mc.decode/apply-kwargs-list", lambda: _decode(apply_kwargs=[1]), TypeError, r"`apply_kwargs` must be a mapping of keyword arguments or None"),
+    ("mc.decode/linen-without-cache", lambda: jaxdrop.mc.decode(_linen_model(), PROMPT, variables={"params": {}}, key=KEY, num_samples=2, max_length=4), ValueError, r"`variables` must hold the linen module's 'cache' collection"),
+    ("mc.decode/linen-with-params", lambda: jaxdrop.mc.decode(_linen_model(), PROMPT, params={}, variables={"cache": {}}, key=KEY, num_samples=2, max_length=4), ValueError, r"`params` is for a step function; a linen module takes `variables=`"),
+    ("mc.score/tokens-length-1", lambda: _score(tokens=jnp.zeros((2, 1), jnp.int32)), ValueError, r"`tokens` must be an integer array \(batch, length\) with batch >= 1 and length >= 2; got shape \(2, 1\)"),
+    ("mc.score/tokens-bool", lambda: _score(tokens=jnp.zeros((2, 3), bool)), TypeError, r"`tokens` must be an integer array"),
+    ("mc.score/num-samples-float", lambda: _score(num_samples=2.0), TypeError, r"`num_samples` must be a positive Python int"),
+    ("sequence_log_likelihood/positive", lambda: unc.sequence_log_likelihood(jnp.full((2, 3, 4), 0.5)), ValueError, r"`sample_log_probs` must hold log-probabilities \(<= 0, -inf allowed, no NaN\); got a maximum of 0.5"),
+    ("sequence_log_likelihood/nan", lambda: unc.sequence_log_likelihood(jnp.full((2, 3, 4), jnp.nan)), ValueError, r"`sample_log_probs` must hold log-probabilities .* got a maximum of NaN"),
+    ("sequence_log_likelihood/1d", lambda: unc.sequence_log_likelihood(jnp.zeros(4)), ValueError, r"`sample_log_probs` must have shape \(num_samples, \*batch, length\) with num_samples >= 1; got \(4,\)"),
+    ("sequence_log_likelihood/mask-shape", lambda: unc.sequence_log_likelihood(jnp.zeros((2, 3, 4)), mask=jnp.ones((3, 5), bool)), ValueError, r"`mask` must have the shape of `sample_log_probs` \(3, 4\); got \(3, 5\)"),
+    ("sequence_log_likelihood/mask-float", lambda: unc.sequence_log_likelihood(jnp.zeros((2, 3, 4)), mask=jnp.ones((3, 4))), TypeError, r"`mask` must be a boolean array"),
+    ("sequence_log_likelihood/normalize-int", lambda: unc.sequence_log_likelihood(jnp.zeros((2, 3, 4)), normalize=1), TypeError, r"`normalize` must be a bool"),
+    ("aggregate_tokens/reduction", lambda: unc.aggregate_tokens(jnp.zeros((2, 3)), reduction="median"), ValueError, r"`reduction` must be one of \('mean', 'max', 'sum'\); got 'median'"),
+    ("aggregate_tokens/nan", lambda: unc.aggregate_tokens(jnp.array([[0.1, jnp.nan]])), ValueError, r"`token_scores` must hold no NaN"),
+    ("aggregate_tokens/scalar", lambda: unc.aggregate_tokens(jnp.float32(1.0)), ValueError, r"`token_scores` must have a token axis \(last\); got shape \(\)"),
+    ("aggregate_tokens/int", lambda: unc.aggregate_tokens(jnp.zeros((2, 3), jnp.int32)), TypeError, r"`token_scores` must have a floating-point dtype"),
     # --- uncertainty metrics
     ("predictive_entropy/not-normalised", lambda: unc.predictive_entropy(jnp.array([[0.5, 0.6]])), ValueError, r"`probs` must sum to 1 along the last \(class\) axis"),
     ("predictive_entropy/nan", lambda: unc.predictive_entropy(jnp.array([[0.5, jnp.nan]])), ValueError, r"`probs` must hold probabilities in \[0, 1\]"),

@@ -489,6 +489,8 @@ NOT_METRICS = {
     "ReliabilityDiagram": "the result type of reliability_diagram, checked through it",
     "VectorScaling": "the result type of fit_vector_scaling, checked through it and calibrated_probs",
     "plot_reliability_diagram": "draws a diagram with matplotlib and returns the Axes",
+    "aggregate_tokens": "per-token scores of sequences with a validity mask, checked in tests/test_mc_decoding.py",
+    "sequence_log_likelihood": "log-probabilities of sequences, checked in tests/test_mc_decoding.py",
 }
 # Outputs that cannot hold NaN (indices, a bool mask): inside jit an invalid value cannot show in them, as their
 # docstrings say; the eager call still raises on it.

@@ -13,6 +13,9 @@ model's uncertainty.
   sample is one function drawn from the approximate posterior, as BatchBALD needs); ``predict(..., sites=...)``
   samples only the chosen dropout sites of a linen or nnx model (``"last"``, module-path patterns or a predicate),
   everything else deterministic.
+- `decode()` and `score()`: MC dropout for autoregressive models: ``T`` samples decoded (or teacher-forced) together,
+  each with its own decoding cache, masks fixed per sample or redrawn per step; per-token entropy and mutual
+  information (`SequenceScores`, `Generation`).
 - `IdenticalSamplesWarning`: every sample was the same (dropout was off); `RecompileWarning`: arrays a function
   reads from outside its arguments changed, so it was compiled again (pass them as arguments).
 
@@ -26,15 +29,20 @@ compiled programs and their freshness), ``_predict``, ``_adapters`` (functions, 
 """
 
 from jaxdrop.mc._closures import RecompileWarning
+from jaxdrop.mc._decoding import Generation, SequenceScores, decode, score
 from jaxdrop.mc._predict import predict
 from jaxdrop.mc._reduce import ClassificationPrediction, RegressionPrediction
 from jaxdrop.mc._sampling import IdenticalSamplesWarning, sample
 
 __all__ = [
     "ClassificationPrediction",
+    "Generation",
     "IdenticalSamplesWarning",
     "RecompileWarning",
     "RegressionPrediction",
+    "SequenceScores",
+    "decode",
     "predict",
     "sample",
+    "score",
 ]

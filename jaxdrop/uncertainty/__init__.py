@@ -15,6 +15,8 @@
   the scores `energy_score()` and `max_logit_score()` (higher means more uncertain, like every score here).
 - Post-hoc calibration (Guo et al. 2017), fitted on held-out data: `fit_temperature()`, `fit_vector_scaling()`
   and `calibrated_probs()` (also for MC samples of logits); for regression `fit_tau()` and `fit_variance_scale()`.
+- Sequences (tokens last): `aggregate_tokens()` (mean / max / sum of per-token scores such as MI) and
+  `sequence_log_likelihood()` (under the MC mixture, ``logsumexp`` over samples).
 - Conformal prediction (split conformal, coverage >= 1 - alpha under exchangeability): `conformity_scores()`
   (LAC, APS, RAPS), `conformal_quantile()`, `conformal_sets()`, `conformal_intervals()` (normalised by the MC
   predictive std), `cqr_intervals()`, and `set_coverage()`, `mean_set_size()`.
@@ -101,11 +103,13 @@ from jaxdrop.uncertainty._selective import (
     risk_at_coverage,
     risk_coverage_curve,
 )
+from jaxdrop.uncertainty._sequence import aggregate_tokens, sequence_log_likelihood
 
 __all__ = [
     "ReliabilityDiagram",
     "VectorScaling",
     "adaptive_calibration_error",
+    "aggregate_tokens",
     "aleatoric_variance",
     "augrc",
     "aurc",
@@ -152,6 +156,7 @@ __all__ = [
     "risk_coverage_curve",
     "rmse",
     "sample_disagreement",
+    "sequence_log_likelihood",
     "set_coverage",
     "uce",
     "variation_ratio",
