@@ -1,6 +1,7 @@
 """``function_samples=True``: within one MC sample every input of the batch gets the same dropout masks."""
 
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -203,6 +204,26 @@ def test_parameters_updated_outside_the_arguments_are_followed():
 def test_identical_samples_still_warn():
     with pytest.warns(mc.IdenticalSamplesWarning):
         mc.sample(lambda k, x: jnp.tanh(x @ W1), X, key=jax.random.key(0), num_samples=3, function_samples=True)
+
+
+def test_the_mask_is_drawn_once_per_sample_not_per_example():
+    """The shared mask's bits are hashed on (T, hidden), not on (T, batch, hidden).
+
+    A fused producer is evaluated once per element of its consumer: if the hash sat in the batched multiply,
+    the shared mask would be redrawn for every example. The fast generator packs its decisions in a reduction
+    (``jaxdrop._masks``), which XLA never duplicates, so each block is hashed once.
+    """
+    num_samples, batch, hidden = 5, 12, 24
+    w1 = jax.random.normal(jax.random.key(1), (FEATURES, hidden))
+
+    def fn(key, x):
+        return jaxdrop.dropout(jnp.tanh(x @ w1), 0.5, key=key).sum(-1, keepdims=True)
+
+    x = jax.random.normal(jax.random.key(2), (batch, FEATURES))
+    sample = jax.jit(lambda x, key: mc.sample(fn, x, key=key, num_samples=num_samples, function_samples=True))
+    hlo = sample.lower(x, jax.random.key(0)).compile().as_text()
+    assert re.search(rf"u8\[{num_samples},(1,)?{hidden // 8}\]", hlo), "no packed mask per sample"
+    assert not re.search(rf"u32\[{num_samples},{batch},", hlo), "mask bits drawn per example"
 
 
 @pytest.mark.parametrize(

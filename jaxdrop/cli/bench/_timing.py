@@ -118,6 +118,37 @@ def measure_group(
     print(f"[jaxdrop bench]   {name}: {len(runnable)} rows x {repeats} repeats, {elapsed:.0f} s", file=sys.stderr)
 
 
+def paired_ratios(numerator: Row, denominator: Row, repeats: int, settle_s: float = 0.05) -> list[float]:
+    """``repeats`` ratios ``numerator time / denominator time``, each from two calls made back to back.
+
+    For a target that is a ratio of two rows: on a shared machine the load drifts between the samples of a group,
+    and a ratio of two medians taken over different moments moves with it (1.04x to 1.78x for one pair of
+    programs in four runs); a ratio of calls a few milliseconds apart sees the same load. The order alternates
+    (AB, BA, ...) so neither row always runs right after the settle. Both rows must already be warm
+    (``measure_group`` first); their ``times_s`` are not touched.
+    """
+    if numerator.run is None or denominator.run is None:
+        return []
+    pair = [numerator.run, denominator.run]
+    ratios = []
+    gc.collect()
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        for repeat in range(repeats):
+            elapsed = [0.0, 0.0]
+            for index in (0, 1) if repeat % 2 == 0 else (1, 0):
+                time.sleep(settle_s)
+                start = time.perf_counter()
+                pair[index]()
+                elapsed[index] = time.perf_counter() - start
+            ratios.append(elapsed[0] / elapsed[1])
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    return ratios
+
+
 def _cpu_model() -> str:
     try:
         with open("/proc/cpuinfo") as cpuinfo:
