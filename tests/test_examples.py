@@ -81,6 +81,7 @@ def test_choose_rate(tmp_path):
     assert (tmp_path / "choose_rate.md").exists()
 
 
+@pytest.mark.slow  # the default suite's 10-minute budget on 2 cores (v2 masks made every compile slower)
 def test_ridge_equivalence(tmp_path):
     result = run_example("ridge_equivalence", tmp_path)
     assert result["max_abs_z"] < 4.0  # Monte Carlo mean agrees with the closed form
@@ -97,6 +98,7 @@ def test_uci_regression(tmp_path):
     assert (tmp_path / "uci.md").read_text().count("boston") >= 1
 
 
+@pytest.mark.slow  # the default suite's 10-minute budget on 2 cores (v2 masks made every compile slower)
 def test_uci_regression_reads_data_txt(tmp_path):
     import numpy as np
 
@@ -111,6 +113,7 @@ def test_uci_regression_reads_data_txt(tmp_path):
     assert result[str(path)]["rmse"][0] < 0.8 * targets.std()  # better than predicting the mean
 
 
+@pytest.mark.slow  # the default suite's 10-minute budget on 2 cores (v2 masks made every compile slower)
 def test_mc_classification(tmp_path):
     result = run_example("mc_classification", tmp_path)
     mc = next(v for k, v in result.items() if k.startswith("dropout, MC"))
@@ -178,6 +181,20 @@ def test_transformer_lm(tmp_path):
 
 
 @pytest.mark.slow  # the default run keeps a representative set of examples under the 10-minute budget
+def test_lm_uncertainty(tmp_path):
+    result = run_example("lm_uncertainty", tmp_path)
+    assert result["step_error"] < 1e-3  # the cached decoding step is the full-sequence network
+    ood = {"English prose (pydoc topics)", "code, lines shuffled", "code, characters shuffled"}
+    assert set(result["detection"]) == ood
+    for methods in result["detection"].values():
+        assert {"MC mutual information", "deterministic entropy"} <= set(methods)
+        assert all(0.0 <= value <= 1.0 for scores in methods.values() for value in scores.values())
+    assert result["threshold"] > 0 and all(0.0 <= share <= 1.0 for share in result["flagged"].values())
+    assert len(result["generation"]["continuation"]) == 8
+    assert (tmp_path / "lm_uncertainty.png").exists() and "MI threshold" in (tmp_path / "lm_uncertainty.md").read_text()
+
+
+@pytest.mark.slow  # the default run keeps a representative set of examples under the 10-minute budget
 def test_recurrent_locked(tmp_path):
     result = run_example("recurrent_locked", tmp_path)
     assert list(result) == ["none", "naive", "locked"]
@@ -203,6 +220,7 @@ def test_finetune(tmp_path):
 def test_active_learning(tmp_path):
     result = run_example("active_learning", tmp_path, "--methods", "batchbald,random")
     assert result["counts"] == [20, 30]  # 20 balanced labels, then one round of 10
+    assert result["weight_decay"] in (0.3, 3.0)  # chosen by validation NLL from the quick grid
     for curve in result["accuracy"].values():
         assert curve[-1] > 0.2  # 30 labels, 50 steps: well above chance (10%)
     assert result["batchbald_seconds"] > 0

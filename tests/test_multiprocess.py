@@ -200,6 +200,7 @@ def check_collectives(out: Path) -> dict:
     return counts
 
 
+@pytest.mark.slow  # about 45 s: the default suite's 10-minute budget on 2 cores (v2 masks made every compile slower)
 def test_two_processes_match_one_process_and_one_device_bit_for_bit(tmp_path):
     # One test, one launch, every check: under pytest-xdist, tests sharing a module fixture may land on different
     # workers and launch the job once each.

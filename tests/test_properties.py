@@ -16,6 +16,7 @@ import os
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -122,6 +123,7 @@ def _mask_variants(x, rate, key, data):
     return out
 
 
+@pytest.mark.slow  # the default suite's 10-minute budget on 2 cores
 @SETTINGS
 @given(inputs(), RATES, st.data())
 def test_mask_variants_are_dropout_with_shared_axes(x_key, rate, data):
@@ -246,6 +248,7 @@ def test_expectation_preserved_over_keys(name, rate, seed):
     assert np.all(np.abs(mean - np.asarray(x)) <= 6 * spread + 1e-6), (name, np.abs(mean - np.asarray(x)).max())
 
 
+@pytest.mark.slow  # the default suite's 10-minute budget on 2 cores
 @SETTINGS
 @given(
     st.just(2),
