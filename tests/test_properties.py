@@ -154,6 +154,7 @@ def test_word_dropout_drops_each_word_type_everywhere_in_its_sequence(x_key, rat
         np.testing.assert_array_equal(np.asarray(y), np.where(kept, np.asarray(expected), 0))
 
 
+@pytest.mark.slow  # the default suite's 10-minute budget on 2 cores
 @SETTINGS
 @given(inputs(min_rank=3, max_rank=4), st.floats(0.0, 1.0), st.data())
 def test_dropblock_zeros_whole_blocks_and_renormalises(x_key, rate, data):
@@ -275,6 +276,7 @@ def test_attention_shape_dtype_finite_and_rate_zero_is_plain(batch, length, head
         _bitwise_equal(out, jaxdrop.dot_product_attention(q, k, v, deterministic=True))
 
 
+@pytest.mark.slow  # the default suite's 10-minute budget on 2 cores
 @SETTINGS
 @given(st.floats(-30.0, 30.0), st.sampled_from([0.1, 2 / 3, 1.0]), inputs())
 def test_concrete_dropout_gradients_finite_for_any_logit(p_logit, temperature, x_key):
@@ -317,6 +319,7 @@ def sample_probs(draw):
     return probs, seed
 
 
+@pytest.mark.slow  # the default suite's 10-minute budget on 2 cores
 @METRIC_SETTINGS
 @given(sample_probs())
 def test_classification_metrics_ranges_and_identities(probs_seed):
