@@ -75,15 +75,19 @@ def is_array_like(value: object) -> bool:
 
 def _dtype(value: object, name: str, what: str) -> np.dtype:
     """The dtype of an array-like ``value``; ``TypeError`` naming ``name`` and ``what`` is expected otherwise."""
-    message = f"`{name}` must be {what}; got {describe(value)}."
-    if isinstance(value, (list, tuple)):
-        message += f" Convert it first, e.g. `jnp.asarray({name})`."
+
+    def error() -> TypeError:  # built only when raised: describing a concrete array formats its values
+        message = f"`{name}` must be {what}; got {describe(value)}."
+        if isinstance(value, (list, tuple)):
+            message += f" Convert it first, e.g. `jnp.asarray({name})`."
+        return TypeError(message)
+
     if not is_array_like(value):
-        raise TypeError(message)
+        raise error()
     try:
         return np.dtype(jnp.result_type(value))
     except (TypeError, ValueError, OverflowError) as err:
-        raise TypeError(message) from err
+        raise error() from err
 
 
 def array(value: jax.typing.ArrayLike, name: str, what: str = "an array (a jax.Array or numpy.ndarray)") -> jax.Array:

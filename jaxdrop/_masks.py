@@ -6,7 +6,9 @@ Three generators:
     Threefry-2x32 with 13 rounds (Salmon et al. 2011, "Parallel random numbers: as easy as 1, 2, 3"; 13 is the
     smallest round count they found Crush-resistant) keyed by two words derived from the JAX key, evaluated on
     *global* indices, so a mask element depends only on the key and its index: masks are identical under any
-    device mesh and sharding, with no communication, and ``vmap`` over keys equals a loop over keys. Both output
+    device mesh and sharding, and ``vmap`` over keys equals a loop over keys. No communication, except that a
+    sharded pairing axis whose shards are not a multiple of 8 long exchanges a few packed bytes between neighbouring
+    devices (a ``collective-permute``; see docs/determinism.md). Both output
     words of a block are used (fast generator v2, since jaxdrop 0.2.0): along the last axis longer than 1
     (``pairing_axis``), element ``(..., c)`` takes word ``c % 2`` of the block at the counters of ``(..., c // 2)``
     in the grid ``(..., ceil(n / 2))``. The drop decision compares the 32 random bits with an integer threshold, so
@@ -76,7 +78,7 @@ def threefry2x32(
         if r % 4 == 3:  # key injection after every fourth round
             s = (r + 1) // 4
             x0 = x0 + schedule[s % 3]
-            x1 = x1 + schedule[(s + 1) % 3] + jnp.uint32(s)
+            x1 = x1 + (schedule[(s + 1) % 3] + jnp.uint32(s))  # one add per element: the sum is a scalar
     return x0, x1
 
 
@@ -85,6 +87,8 @@ def _split_axis(shape: tuple[int, ...], word_limit: int) -> int:
     split = 0
     while math.prod(shape[split:]) >= word_limit:
         split += 1
+    if math.prod(shape[:split]) >= word_limit:
+        raise ValueError(f"mask shape {shape} has an axis of 2**32 elements or more; this is not supported.")
     return split
 
 
@@ -95,18 +99,13 @@ def element_counters(shape: tuple[int, ...], _word_limit: int = _TWO32) -> tuple
     elements the words are (row-major linear index, 0); beyond, the leading axes move into the second word.
     (``_word_limit`` exists so tests can exercise the split on small shapes.)
     """
-    split = _split_axis(shape, _word_limit)
-    if math.prod(shape[:split]) >= _word_limit:
-        raise ValueError(f"mask shape {shape} has an axis of 2**32 elements or more; this is not supported.")
+    low, high = counters_at(shape, _iotas(shape), _word_limit)
+    return jnp.broadcast_to(low, shape), jnp.broadcast_to(high, shape)
 
-    def linear_index(axes: range) -> jax.Array:
-        index = jnp.zeros(shape, jnp.uint32)
-        for position, axis in enumerate(axes):
-            iota = lax.broadcasted_iota(jnp.uint32, shape, axis)
-            index = iota if position == 0 else index * jnp.uint32(shape[axis]) + iota
-        return index
 
-    return linear_index(range(split, len(shape))), linear_index(range(split))
+def _iotas(shape: tuple[int, ...]) -> list[jax.Array | int]:
+    """Every element's index along each axis of ``shape`` (uint32), the global indices of a whole array."""
+    return [lax.broadcasted_iota(jnp.uint32, shape, axis) for axis in range(len(shape))]
 
 
 def counters_at(
@@ -129,10 +128,14 @@ def counters_at(
     return linear_index(range(split, len(shape))), linear_index(range(split))
 
 
-def _key_words(key: jax.Array) -> tuple[jax.Array, jax.Array]:
+def _key_word_array(key: jax.Array) -> jax.Array:
     # Two words from JAX's own key derivation: every key implementation (threefry, rbg, legacy uint32[2]) maps to
     # well-mixed Threefry key words, and related user keys (seeds 0, 1, 2...) give unrelated streams.
-    words = jax.random.bits(key, (2,), jnp.uint32)
+    return jax.random.bits(key, (2,), jnp.uint32)
+
+
+def _key_words(key: jax.Array) -> tuple[jax.Array, jax.Array]:
+    words = _key_word_array(key)
     return words[0], words[1]
 
 
@@ -175,6 +178,35 @@ def _interleave(parts: tuple[jax.Array, ...]) -> jax.Array:
     return stacked.reshape((*stacked.shape[:-2], stacked.shape[-2] * len(parts)))
 
 
+def _on_block_grid(
+    words: tuple[jax.Array, jax.Array],
+    shape: tuple[int, ...],
+    per_block: int,
+    values: BlockValues,
+    lay_out: Callable[[tuple[int, ...], Callable[..., tuple[jax.Array, ...]]], jax.Array],
+    _word_limit: int = _TWO32,
+) -> jax.Array:
+    """What ``per_element`` and ``_packed_decisions`` share: the pairing axis, the one-element case, the block grid.
+
+    ``lay_out(grid, hash_at)`` returns the values of the elements of ``shape[:axis + 1]`` along the pairing axis,
+    possibly past its end (spare slots of the last block, bits of the last byte); ``hash_at(indices)`` is
+    ``values`` of the blocks at those indices of the block ``grid``. The spare values are sliced off and trailing
+    axes of size 1 restored.
+    """
+    axis = pairing_axis(shape)
+    if axis is None:
+        return values(*threefry2x32(words, element_counters(shape, _word_limit)))[0]
+    grid = _block_grid(shape, axis, per_block)
+
+    def hash_at(indices: Sequence[jax.Array | int]) -> tuple[jax.Array, ...]:
+        return values(*threefry2x32(words, counters_at(grid, indices, _word_limit)))
+
+    out = lay_out(grid, hash_at)
+    if out.shape[-1] != shape[axis]:
+        out = lax.slice_in_dim(out, 0, shape[axis], axis=-1)
+    return out.reshape(shape)
+
+
 def per_element(
     words: tuple[jax.Array, jax.Array],
     shape: tuple[int, ...],
@@ -189,15 +221,11 @@ def per_element(
     The blocks are written on the block grid and interleaved along the pairing axis; the spare values of the last
     block of an odd-sized axis are sliced off. (Keep-masks use ``_packed_decisions``, which hashes each block once.)
     """
-    axis = pairing_axis(shape)
-    if axis is None:
-        return values(*threefry2x32(words, element_counters(shape, _word_limit)))[0]
-    grid = _block_grid(shape, axis, per_block)
-    parts = values(*threefry2x32(words, element_counters(grid, _word_limit)))
-    out = _interleave(parts)
-    if out.shape[-1] != shape[axis]:
-        out = lax.slice_in_dim(out, 0, shape[axis], axis=-1)
-    return out.reshape(shape)
+
+    def interleaved(grid: tuple[int, ...], hash_at: Callable[..., tuple[jax.Array, ...]]) -> jax.Array:
+        return _interleave(hash_at(_iotas(grid)))
+
+    return _on_block_grid(words, shape, per_block, values, interleaved, _word_limit)
 
 
 def _blocks_at(
@@ -257,31 +285,25 @@ def _packed_decisions(
     consumer: each block is hashed once, and the consumer reads one bit per element (``n / 8`` bytes, written once
     and read once: 3% of an f32 copy's traffic; they are the only temporary of a dropout's gradient).
     """
-    axis = pairing_axis(shape)
-    if axis is None:
-        return decisions(*threefry2x32(words, element_counters(shape, _word_limit)))[0]
-    core = shape[: axis + 1]
-    length = core[-1]
     blocks_per_byte = 8 // per_block
-    num_bytes = -(-length // 8)
-    grid = _block_grid(shape, axis, per_block)
-    packing = (*core[:-1], num_bytes, blocks_per_byte)  # block (..., byte * blocks_per_byte + j) at (..., byte, j)
-    rank = len(packing)
-    indices: list[jax.Array | int] = [lax.broadcasted_iota(jnp.uint32, packing, a) for a in range(rank - 2)]
-    slot_of_byte = lax.broadcasted_iota(jnp.uint32, packing, rank - 1)
-    byte = lax.broadcasted_iota(jnp.uint32, packing, rank - 2)
-    indices.append(byte * jnp.uint32(blocks_per_byte) + slot_of_byte)  # past the grid's end: sliced off below
-    parts = decisions(*threefry2x32(words, counters_at(grid, indices, _word_limit)))
-    shifts = slot_of_byte.astype(jnp.uint8) * jnp.uint8(per_block)
-    bits = functools.reduce(
-        operator.or_, (part.astype(jnp.uint8) << (shifts + jnp.uint8(slot)) for slot, part in enumerate(parts))
-    )
-    packed = jnp.sum(bits, axis=-1, dtype=jnp.uint8)  # disjoint bits: the sum is their OR
-    bit = lax.broadcasted_iota(jnp.uint8, (*core[:-1], num_bytes, 8), len(core))
-    unpacked = ((packed[..., None] >> bit) & jnp.uint8(1)).reshape((*core[:-1], num_bytes * 8))
-    if num_bytes * 8 != length:
-        unpacked = lax.slice_in_dim(unpacked, 0, length, axis=-1)
-    return (unpacked != 0).reshape(shape)
+
+    def packed_and_unpacked(grid: tuple[int, ...], hash_at: Callable[..., tuple[jax.Array, ...]]) -> jax.Array:
+        rows, num_blocks = grid[:-1], grid[-1]
+        num_bytes = -(-num_blocks // blocks_per_byte)
+        packing = (*rows, num_bytes, blocks_per_byte)  # block (..., byte * blocks_per_byte + j) at (..., byte, j)
+        indices = _iotas(packing)
+        slot_of_byte, byte = indices.pop(), indices.pop()
+        indices.append(byte * jnp.uint32(blocks_per_byte) + slot_of_byte)  # past the grid's end: sliced off
+        shifts = jnp.asarray(slot_of_byte).astype(jnp.uint8) * jnp.uint8(per_block)
+        bits = functools.reduce(
+            operator.or_,
+            (part.astype(jnp.uint8) << (shifts + jnp.uint8(slot)) for slot, part in enumerate(hash_at(indices))),
+        )
+        packed = jnp.sum(bits, axis=-1, dtype=jnp.uint8)  # disjoint bits: the sum is their OR
+        bit = lax.broadcasted_iota(jnp.uint8, (*rows, num_bytes, 8), len(rows) + 1)
+        return ((packed[..., None] >> bit) & jnp.uint8(1)).reshape((*rows, num_bytes * 8)) != 0
+
+    return _on_block_grid(words, shape, per_block, decisions, packed_and_unpacked, _word_limit)
 
 
 def _both_words(word0: jax.Array, word1: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -294,7 +316,11 @@ def random_bits(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
     Both words of each block are used: element ``(..., c)`` gets word ``c % 2`` of block ``(..., c // 2)``
     (along ``pairing_axis``).
     """
-    return per_element(_key_words(key), shape, 2, _both_words)
+    return _random_bits_program(_key_word_array(key), tuple(shape))
+
+
+def _random_bits_from_words(words: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+    return per_element((words[0], words[1]), shape, 2, _both_words)
 
 
 def drop_threshold(rate: float | jax.Array) -> np.uint32 | jax.Array:
@@ -340,11 +366,32 @@ def _decisions(rate: float | jax.Array, generator: Generator) -> BlockValues:
     return lambda word0, word1: (keep_from_bits(word0, rate), keep_from_bits(word1, rate))
 
 
+def _packed_keep(words: jax.Array, rate: float | jax.Array, shape: tuple[int, ...], generator: Generator) -> jax.Array:
+    return _packed_decisions((words[0], words[1]), shape, ELEMENTS_PER_BLOCK[generator], _decisions(rate, generator))
+
+
+# Eager calls (and ``jax.checkpoint`` outside jit, as in an eager ``grad``: it evaluates its traced body primitive
+# by primitive) would compile and dispatch each of a mask's 40-80 primitives on its own, for every new shape. So
+# the mask makers are jitted, with the shape, the generator and a static rate as static arguments (one program per
+# configuration, in jax.jit's bounded caches), and take the key's two words, made beforehand by JAX's own
+# compiled-once key derivation, so a new shape compiles only its hash. Under an outer jit XLA inlines the call:
+# the program and the bits are those of the unjitted functions.
+_packed_keep_static_rate = jax.jit(_packed_keep, static_argnums=(1, 2, 3))
+_packed_keep_traced_rate = jax.jit(_packed_keep, static_argnums=(2, 3))
+
+
 def keep_mask(key: jax.Array, rate: float | jax.Array, shape: tuple[int, ...], generator: Generator) -> jax.Array:
-    """Boolean mask of ``shape``, True with probability ``1 - rate``, drawn from ``key``."""
+    """Boolean mask of ``shape``, True with probability ``1 - rate``, drawn from ``key``.
+
+    A Python float ``rate`` is static (its threshold is rounded in float64 on the host, see ``drop_threshold``);
+    any other rate is an operand, so a schedule or ``vmap`` over rates does not recompile.
+    """
     if generator == "jax":
         return jax.random.bernoulli(key, 1.0 - rate, shape)
-    return _packed_decisions(_key_words(key), shape, ELEMENTS_PER_BLOCK[generator], _decisions(rate, generator))
+    words = _key_word_array(key)
+    if isinstance(rate, float):
+        return _packed_keep_static_rate(words, rate, tuple(shape), generator)
+    return _packed_keep_traced_rate(words, rate, tuple(shape), generator)
 
 
 def keep_at(
@@ -373,6 +420,24 @@ def keep_mask_at(key: jax.Array, rate: float | jax.Array, counters: tuple[jax.Ar
 _UNIT_24 = 2.0**-24  # float32 has 24 significant bits: uniform variates are multiples of 2**-24
 
 
+def _uniform_from_words(words: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+    return (_random_bits_from_words(words, shape) >> 8).astype(jnp.float32) * jnp.float32(_UNIT_24)
+
+
+def _normal_from_words(words: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+    word0, word1, slot = _blocks_at((words[0], words[1]), shape, _iotas(shape), 2)
+    radius_uniform = ((word0 >> 8) + 1).astype(jnp.float32) * jnp.float32(_UNIT_24)  # (0, 1]: log is finite
+    angle = jnp.float32(2.0 * math.pi) * (word1 >> 8).astype(jnp.float32) * jnp.float32(_UNIT_24)
+    phase = jnp.asarray(slot, jnp.uint32).astype(jnp.float32) * jnp.float32(math.pi / 2)
+    return jnp.sqrt(-2.0 * jnp.log(radius_uniform)) * jnp.cos(angle - phase)
+
+
+# One program per shape, for the reason given at keep_mask's.
+_random_bits_program = jax.jit(_random_bits_from_words, static_argnums=1)
+_uniform_program = jax.jit(_uniform_from_words, static_argnums=1)
+_normal_program = jax.jit(_normal_from_words, static_argnums=1)
+
+
 def uniform(key: jax.Array, shape: tuple[int, ...], generator: Generator) -> jax.Array:
     """float32 uniform variates in [0, 1) (``jax.random.uniform`` for ``"jax"``).
 
@@ -380,7 +445,7 @@ def uniform(key: jax.Array, shape: tuple[int, ...], generator: Generator) -> jax
     """
     if generator == "jax":
         return jax.random.uniform(key, shape, jnp.float32)
-    return (random_bits(key, shape) >> 8).astype(jnp.float32) * jnp.float32(_UNIT_24)
+    return _uniform_program(_key_word_array(key), tuple(shape))
 
 
 def normal(key: jax.Array, shape: tuple[int, ...], generator: Generator) -> jax.Array:
@@ -395,9 +460,4 @@ def normal(key: jax.Array, shape: tuple[int, ...], generator: Generator) -> jax.
     """
     if generator == "jax":
         return jax.random.normal(key, shape, jnp.float32)
-    indices = [lax.broadcasted_iota(jnp.uint32, shape, axis) for axis in range(len(shape))]
-    word0, word1, slot = _blocks_at(_key_words(key), shape, indices, 2)
-    radius_uniform = ((word0 >> 8) + 1).astype(jnp.float32) * jnp.float32(_UNIT_24)  # (0, 1]: log is finite
-    angle = jnp.float32(2.0 * math.pi) * (word1 >> 8).astype(jnp.float32) * jnp.float32(_UNIT_24)
-    phase = jnp.asarray(slot, jnp.uint32).astype(jnp.float32) * jnp.float32(math.pi / 2)
-    return jnp.sqrt(-2.0 * jnp.log(radius_uniform)) * jnp.cos(angle - phase)
+    return _normal_program(_key_word_array(key), tuple(shape))

@@ -193,6 +193,21 @@ def test_jit_equals_eager_and_vmap_equals_loop():
     assert not np.array_equal(batched[0], batched[1])
 
 
+def test_eager_call_runs_compiled_programs_and_matches_jit(key):
+    # Eagerly (nothing traced), apply_keep_mask skips jax.checkpoint, which traced its body into a jaxpr and ran
+    # it primitive by primitive on every call: the mask is one program and its application another, compiled
+    # once per shape and dtype. The values are those of the jitted call, bit for bit (inf kept or exactly 0).
+    x = jnp.asarray(np.random.default_rng(0).standard_normal((6, 9)), jnp.float32).at[0, :4].set(jnp.inf)
+    rate = jnp.float32(0.3)  # a concrete array: the traced-rate path, run eagerly
+    call = lambda x, k, r: jaxdrop.dropout(x, r, key=k, generator="fast16")
+    eager = call(x, key, rate)
+    chex.assert_trees_all_equal(eager, jax.jit(call)(x, key, rate))
+    applied = jaxdrop.functional._core._apply_keep_compiled
+    size = applied._cache_size()
+    chex.assert_trees_all_equal(call(x, key, rate), eager)
+    assert applied._cache_size() == size > 0  # the application compiled once, not again on a repeated call
+
+
 def test_scan_equals_unrolled():
     x = jnp.ones((8, 10))
     keys = jax.random.split(jax.random.key(6), 5)

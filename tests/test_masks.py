@@ -1,5 +1,7 @@
 """The mask generators: known-answer vectors, counters, thresholds, keep rate and independence."""
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -8,6 +10,7 @@ from jax import lax
 from jax.extend.random import threefry_2x32
 from stat_bounds import binomial_bound
 
+import jaxdrop
 from jaxdrop import _masks
 
 # Random123 tests/kat_vectors: rounds, counter (2 words), key (2 words), expected output (2 words).
@@ -246,3 +249,52 @@ def test_fast_normals_are_the_cosine_and_sine_of_one_block():
     radius = np.sqrt(-2 * np.log(u_radius))
     expected = np.stack([radius * np.cos(angle), radius * np.sin(angle)], axis=-1).reshape(2, 10)[:, :9]
     np.testing.assert_allclose(z, expected, rtol=2e-5, atol=2e-5)
+
+
+def test_eager_masks_equal_the_masks_made_inside_jit():
+    # Eagerly a mask maker is one compiled program per shape and generator (keep_mask, uniform and normal are
+    # jitted), not its primitives dispatched one by one; inside jit the same functions are traced into the caller's
+    # program. Both give the same bits: odd lengths, trailing axes of 1, a scalar, a static and a traced rate.
+    key = jax.random.key(21)
+    cases = [((3, 5, 9), "fast"), ((2, 1, 7, 1), "fast"), ((), "fast"), ((3, 5, 9), "fast16"), ((2, 1, 6), "fast16")]
+
+    @jax.jit
+    def inside(key):
+        words = _masks._key_words(key)
+        masks = [
+            _masks._packed_decisions(words, shape, _masks.ELEMENTS_PER_BLOCK[gen], _masks._decisions(0.3, gen))
+            for shape, gen in cases
+        ]
+        traced = _masks._decisions(jnp.float32(0.3) + 0 * words[0].astype(jnp.float32), "fast")
+        masks.append(_masks._packed_decisions(words, (4, 11), 2, traced))
+        return masks, _masks.uniform(key, (3, 7), "fast"), _masks.normal(key, (3, 7), "fast")
+
+    masks, uniform, normal = inside(key)
+    for (shape, generator), jitted in zip(cases, masks, strict=False):
+        eager = _masks.keep_mask(key, 0.3, shape, generator)
+        assert eager.shape == shape and eager.dtype == jnp.bool_
+        np.testing.assert_array_equal(eager, jitted, err_msg=f"{shape} {generator}")
+    np.testing.assert_array_equal(_masks.keep_mask(key, jnp.float32(0.3), (4, 11), "fast"), masks[-1])
+    np.testing.assert_array_equal(_masks.uniform(key, (3, 7), "fast"), uniform)
+    np.testing.assert_allclose(_masks.normal(key, (3, 7), "fast"), normal, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("generator", "blocks_per_byte"), [("fast", 4), pytest.param("fast16", 2, marks=pytest.mark.slow)]
+)
+def test_compiled_dropout_hashes_each_block_once_in_one_packing_reduction(generator, blocks_per_byte):
+    # The hash is evaluated once per block, in the reduction that packs 8 decisions per byte (over the blocks of a
+    # byte: the last axis of (64, 12, blocks_per_byte)); the input-sized loop only unpacks bits. A hash fused into
+    # that loop, or a u32 array of the input's size, would mean bits made per element.
+    text = (
+        jax.jit(lambda x, key: jaxdrop.dropout(x, 0.3, key=key, generator=generator))
+        .lower(jnp.ones((64, 96)), jax.random.key(0))
+        .compile()
+        .as_text()
+    )
+    reductions = re.findall(r"= (\S+?)(?:\{[^}]*\})? reduce\(.*?dimensions=\{(\d+)\}", text)
+    assert reductions == [("u8[64,12]", "2")], reductions
+    computations = re.finditer(r"^%\S+ \([^\n]*\) -> ([^\n]+) \{\n(.*?)^\}", text, re.MULTILINE | re.DOTALL)
+    hashing = {match.group(1) for match in computations if " xor(" in match.group(2)}
+    assert "u8[64,12]" in hashing and hashing <= {"u8[64,12]", "u32[]", "u32[2]"}, hashing  # key words: small
+    assert f"[64,12,{blocks_per_byte}]" in text and "u32[64,96]" not in text

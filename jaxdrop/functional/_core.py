@@ -3,7 +3,8 @@
 ``apply_keep_mask`` wraps the mask-and-scale step in ``jax.checkpoint`` with the ``nothing_saveable`` policy: the
 forward and backward passes each regenerate the mask from the key inside one fused loop, so autodiff keeps only
 the key (and scalars) as residuals, never a mask the size of the input. Unlike a ``custom_vjp`` this keeps
-forward-mode autodiff (``jax.jvp``, ``jax.jacfwd``) working.
+forward-mode autodiff (``jax.jvp``, ``jax.jacfwd``) working. A call on concrete arrays (eager, nothing to
+differentiate) runs two compiled programs instead: the mask, and its application.
 
 Every public function of ``jaxdrop.functional`` checks its arguments in one order, so the error reported for a
 call with several bad arguments is predictable, and every argument is checked before any short-cut (a bad value is
@@ -33,6 +34,8 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 from jax import lax
+
+from jaxdrop import _checks
 
 
 def keep_scale(rate: float | jax.Array, inverted: bool) -> float | jax.Array:
@@ -86,15 +89,29 @@ def apply_keep_mask(
     (the key, traced rates). They and ``scale`` are the only residuals saved for the backward pass. Dropped
     elements are exactly zero even when ``x`` is inf or NaN there (NaN only if ``scale`` is NaN). ``scale`` is
     cast to ``compute_dtype(x.dtype)``: float32 for float32 and narrower inputs, float64 for float64 inputs.
+
+    Called eagerly (no argument is traced: nothing is differentiated, batched or compiled around the call), the
+    mask is made by one program and applied by another (``_apply_keep``, jitted once per shape and dtype): two
+    dispatches, where ``jax.checkpoint`` would trace its body into a jaxpr on every call and run it primitive by
+    primitive. The values are the same either way.
     """
+    scale = lax.stop_gradient(jnp.asarray(scale, compute_dtype(x.dtype)))
+    if all(_checks.is_static(value) for value in (x, scale, *operands)):
+        return _apply_keep_compiled(make_keep(*operands), x, scale)
 
     def masked(x, operands, scale):
-        keep = jnp.broadcast_to(make_keep(*operands), x.shape)
-        fill = (0.0 * scale).astype(x.dtype)  # 0, or NaN when a traced rate was invalid (see keep_scale)
-        return jnp.where(keep, scale_values(x, scale), fill)
+        return _apply_keep(make_keep(*operands), x, scale)
 
     remat = jax.checkpoint(masked, policy=jax.checkpoint_policies.nothing_saveable)
-    return remat(x, operands, lax.stop_gradient(jnp.asarray(scale, compute_dtype(x.dtype))))
+    return remat(x, operands, scale)
+
+
+def _apply_keep(keep: jax.Array, x: jax.Array, scale: jax.Array) -> jax.Array:
+    fill = (0.0 * scale).astype(x.dtype)  # 0, or NaN when a traced rate was invalid (see keep_scale)
+    return jnp.where(jnp.broadcast_to(keep, x.shape), scale_values(x, scale), fill)
+
+
+_apply_keep_compiled = jax.jit(_apply_keep)
 
 
 def mask_shape(shape: tuple[int, ...], shared_axes: tuple[int, ...]) -> tuple[int, ...]:
