@@ -13,7 +13,12 @@ Two streams, both exactly what ``jaxdrop._masks.random_bits`` computes:
 
 Each dieharder test gets its own process and a fresh stream (root ``fold_in(key(seed), test number)``, or
 ``test * 100 + ntuple`` for the RGB tests that take an ntuple), so no test sees bits another one consumed and a test
-can be re-run alone with another ``--seed``. JAX is imported once.
+can be re-run alone with another ``--seed``. JAX is imported once; ``--seed 0-29`` runs the tests once per seed.
+
+``--reference numpy`` or ``--reference jax`` sends a reference generator through the same pipe, in the same chunks
+and with the same per-test roots, to compare WEAK counts fairly: numpy's PCG64 (block ``i`` is the next
+``2**chunk_log2`` words of ``Generator(PCG64(SeedSequence(key_data(root))))``) or JAX's own
+``jax.random.bits(fold_in(root, i))`` (Threefry-2x32 with 20 rounds).
 
 Usage (installs the Debian package ``dieharder`` if it is missing; needs root or sudo for that)::
 
@@ -21,6 +26,7 @@ Usage (installs the Debian package ``dieharder`` if it is missing; needs root or
     python scripts/dieharder.py --mode counter --tests 0-17,100-102,200-209 --log out.txt
     python scripts/dieharder.py --mode chunks --tests 203:1 --seed 7   # one lagged-sum ntuple, another seed
     python scripts/dieharder.py --mode chunks --all                      # `dieharder -a` on one stream
+    python scripts/dieharder.py --tests 102 --seed 0-29 --reference numpy   # numpy's PCG64, 30 seeds
     python scripts/dieharder.py --throughput                             # generation speed only
 
 Run it niced on a shared machine: ``nice -n 19 python scripts/dieharder.py ...``. Any FAILED is a bug; WEAK
@@ -60,6 +66,23 @@ def ensure_dieharder() -> str:
     return path
 
 
+def reference_blocks(reference: str, root: jax.Array, num_words: int):
+    """Yields ``uint32[num_words]`` blocks of a reference generator, seeded from ``root`` as the fast streams are."""
+    if reference == "numpy":
+        seed_words = [int(word) for word in np.asarray(jax.random.key_data(root)).ravel()]
+        generator = np.random.Generator(np.random.PCG64(np.random.SeedSequence(seed_words)))
+        while True:
+            yield generator.integers(0, 2**32, size=num_words, dtype=np.uint32)
+    block = jax.jit(lambda index: jax.random.bits(jax.random.fold_in(root, index), (num_words,), jnp.uint32))
+    index = 0
+    pending = block(jnp.int32(index))
+    while True:
+        index += 1
+        following = block(jnp.int32(index))  # dispatched before the current block is converted
+        yield np.asarray(pending)
+        pending = following
+
+
 def block_function(mode: str, root: jax.Array, num_words: int):
     """A jitted ``index -> uint32[num_words]`` for block ``index`` of the chosen stream."""
     if mode == "chunks":
@@ -84,8 +107,12 @@ def block_function(mode: str, root: jax.Array, num_words: int):
     return block
 
 
-def stream_blocks(mode: str, root: jax.Array, num_words: int):
+def stream_blocks(mode: str, root: jax.Array, num_words: int, reference: str | None = None):
     """Yields the stream's blocks as bytes; the next block is dispatched before the current one is converted."""
+    if reference is not None:
+        for words in reference_blocks(reference, root, num_words):
+            yield words.astype("<u4", copy=False).tobytes()
+        return
     block = block_function(mode, root, num_words)
     index = 0
     pending = block(jnp.int32(index))
@@ -96,14 +123,16 @@ def stream_blocks(mode: str, root: jax.Array, num_words: int):
         pending = following
 
 
-def run_dieharder(dieharder: str, args: list[str], mode: str, root: jax.Array, num_words: int) -> tuple[str, int]:
+def run_dieharder(
+    dieharder: str, args: list[str], mode: str, root: jax.Array, num_words: int, reference: str | None = None
+) -> tuple[str, int]:
     """Runs ``dieharder -g 200 <args>`` fed from the stream; returns its output and the bytes it was sent."""
     process = subprocess.Popen(
         [dieharder, "-g", "200", *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )
     sent = 0
     try:
-        for data in stream_blocks(mode, root, num_words):
+        for data in stream_blocks(mode, root, num_words, reference):
             if process.poll() is not None:
                 break
             process.stdin.write(data)
@@ -125,6 +154,15 @@ def run_dieharder(dieharder: str, args: list[str], mode: str, root: jax.Array, n
 NTUPLES = {200: range(1, 13), 201: range(2, 6), 202: range(2, 6), 203: range(0, 33)}
 
 
+def parse_seeds(spec: str) -> list[int]:
+    """``"3"`` -> ``[3]``; ``"0-4,9"`` -> ``[0, 1, 2, 3, 4, 9]``."""
+    seeds: list[int] = []
+    for part in spec.split(","):
+        low, _, high = part.partition("-")
+        seeds.extend(range(int(low), int(high or low) + 1))
+    return seeds
+
+
 def parse_tests(spec: str) -> list[tuple[int, int | None]]:
     """``"0-2,200"`` -> ``[(0, None), (1, None), (2, None), (200, 1), ..., (200, 12)]``; ``"203:5"`` is one ntuple."""
     runs: list[tuple[int, int | None]] = []
@@ -144,7 +182,13 @@ def main() -> None:
     parser.add_argument("--mode", choices=("chunks", "counter"), default="chunks")
     parser.add_argument("--tests", default="0-17", help="dieharder test numbers, e.g. 0-17,100-102,200-209")
     parser.add_argument("--all", action="store_true", help="run `dieharder -a` on one stream instead of --tests")
-    parser.add_argument("--seed", type=int, default=0, help="root key seed")
+    parser.add_argument("--seed", default="0", help="root key seed, or seeds: 0-29 runs the tests for each")
+    parser.add_argument(
+        "--reference",
+        choices=("numpy", "jax"),
+        default=None,
+        help="send a reference generator through the same pipe instead: numpy's PCG64 or jax.random.bits",
+    )
     parser.add_argument("--chunk-log2", type=int, default=24, help="words per generated block: 2**chunk_log2")
     parser.add_argument("--extra", default="", help="extra dieharder arguments, e.g. '-p 200'")
     parser.add_argument("--log", default=None, help="append dieharder's output to this file")
@@ -152,11 +196,14 @@ def main() -> None:
     options = parser.parse_args()
 
     num_words = 2**options.chunk_log2
-    seed_root = jax.random.key(options.seed)
-    print(f"jax {jax.__version__} on {jax.default_backend()}, mode {options.mode}, seed {options.seed}", flush=True)
+    seeds = parse_seeds(options.seed)
+    if options.reference is not None and options.mode != "chunks":
+        parser.error("--reference streams in chunks: use it with --mode chunks (the default)")
+    stream = options.mode if options.reference is None else f"reference {options.reference}"
+    print(f"jax {jax.__version__} on {jax.default_backend()}, stream {stream}, seed {options.seed}", flush=True)
 
     if options.throughput:
-        blocks = stream_blocks(options.mode, seed_root, num_words)
+        blocks = stream_blocks(options.mode, jax.random.key(seeds[0]), num_words, options.reference)
         next(blocks)  # compile
         start, total = time.perf_counter(), 0
         for _ in range(8):
@@ -170,32 +217,40 @@ def main() -> None:
     total_bytes = 0
     start = time.perf_counter()
     log = open(options.log, "a") if options.log else None
-    for test, ntuple in runs:
-        if test is None:
-            args, name, root = ["-a"], "all", seed_root
-        else:
-            args, name = ["-d", str(test)], str(test)
-            if ntuple is not None:
-                args, name = [*args, "-n", str(ntuple)], f"{test}:{ntuple}"
-            # A fresh stream per run (fold in the test number, and the ntuple), so a test can be re-run alone.
-            root = jax.random.fold_in(seed_root, test if ntuple is None else test * 100 + ntuple)
-        test_start = time.perf_counter()
-        output, sent = run_dieharder(dieharder, [*args, *options.extra.split()], options.mode, root, num_words)
-        total_bytes += sent
-        results = [match.groups() for line in output.splitlines() if (match := RESULT_LINE.match(line))]
-        for result in results:
-            counts[result[-1]] += 1
-            print("|".join(result), flush=True)
-        if not results:
-            print(f"test {name}: no result lines; dieharder said:\n{output}", flush=True)
-        print(f"# test {name}: {sent / 1e9:.2f} GB in {time.perf_counter() - test_start:.0f} s", flush=True)
-        if log:
-            log.write(f"# mode={options.mode} seed={options.seed} args={' '.join(args)} {options.extra}\n{output}\n")
-            log.flush()
+    for seed in seeds:
+        seed_root = jax.random.key(seed)
+        for test, ntuple in runs:
+            if test is None:
+                args, name, root = ["-a"], "all", seed_root
+            else:
+                args, name = ["-d", str(test)], str(test)
+                if ntuple is not None:
+                    args, name = [*args, "-n", str(ntuple)], f"{test}:{ntuple}"
+                # A fresh stream per run (fold in the test number, and the ntuple), so a test can be re-run alone.
+                root = jax.random.fold_in(seed_root, test if ntuple is None else test * 100 + ntuple)
+            test_start = time.perf_counter()
+            extra = options.extra.split()
+            output, sent = run_dieharder(dieharder, [*args, *extra], options.mode, root, num_words, options.reference)
+            total_bytes += sent
+            results = [match.groups() for line in output.splitlines() if (match := RESULT_LINE.match(line))]
+            for result in results:
+                counts[result[-1]] += 1
+                p_value = float(result[-2])
+                counts["p < 0.005"] += p_value < 0.005
+                counts["p > 0.995"] += p_value > 0.995
+                print("|".join(result), flush=True)
+            if not results:
+                print(f"test {name}: no result lines; dieharder said:\n{output}", flush=True)
+            elapsed_test = time.perf_counter() - test_start
+            print(f"# test {name} seed {seed}: {sent / 1e9:.2f} GB in {elapsed_test:.0f} s", flush=True)
+            if log:
+                log.write(f"# stream={stream} seed={seed} args={' '.join(args)} {options.extra}\n{output}\n")
+                log.flush()
     elapsed = time.perf_counter() - start
     print(
-        f"# summary mode={options.mode} seed={options.seed}: PASSED {counts['PASSED']}, WEAK {counts['WEAK']}, "
-        f"FAILED {counts['FAILED']}; {total_bytes / 1e9:.1f} GB in {elapsed / 60:.1f} min",
+        f"# summary stream={stream} seed={options.seed}: PASSED {counts['PASSED']}, WEAK {counts['WEAK']} "
+        f"(p < 0.005: {counts['p < 0.005']}, p > 0.995: {counts['p > 0.995']}), FAILED {counts['FAILED']}; "
+        f"{total_bytes / 1e9:.1f} GB in {elapsed / 60:.1f} min",
         flush=True,
     )
     sys.exit(1 if counts["FAILED"] else 0)

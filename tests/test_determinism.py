@@ -2,8 +2,9 @@
 
 Same key, shape, rate and generator give bit-identical outputs: under ``jit`` and eagerly, ``vmap`` over keys and a
 loop, ``lax.scan`` and unrolled calls, and with inputs sharded over 1, 2 and 8 devices (one subprocess with 8 fake
-CPU devices). The fast generator's bits are pinned against a pure-Python Threefry so a change to them (which would
-silently change every user's masks) fails here. Also: the ``jaxdrop.debug`` key-reuse warnings.
+CPU devices; it also checks packed masks whose last-axis shards are not a multiple of 8 elements, and the collective
+ops XLA adds for them). The fast generator's bits are pinned against a pure-Python Threefry so a change to them
+(which would silently change every user's masks) fails here. Also: the ``jaxdrop.debug`` key-reuse warnings.
 """
 
 from __future__ import annotations
@@ -159,7 +160,9 @@ def test_scan_equals_unrolled(name):
 
     def step(carry, key):
         out = fn(carry, RATE, key)
-        return jnp.tanh(out), out
+        # The next carry depends on the output through exact arithmetic (times 0.5 is exact, FMA or not): a tanh
+        # here came out 1 ulp apart in the two programs without backend optimisation (tests/conftest.py).
+        return out * 0.5 + 0.5, out
 
     _, scanned = jax.jit(lambda x, keys: jax.lax.scan(step, x, keys))(x, keys)
     carry = x
@@ -258,6 +261,7 @@ sys.path.insert(0, {tests_dir!r})
 from test_determinism import VARIANTS, NOT_BITWISE_ACROSS_PROGRAMS, RATE, _inputs
 import jaxdrop.linen, jaxdrop.nnx, flax.linen as nn
 from flax import nnx
+from jaxdrop.cli.bench._sharded import collective_ops
 assert len(jax.devices()) == 8, jax.devices()
 devices = np.array(jax.devices())
 
@@ -311,6 +315,54 @@ for shape_, names, axes in layouts:
         elif name not in NOT_BITWISE_ACROSS_PROGRAMS or not np.allclose(y, reference[name], rtol=1e-5, atol=1e-6):
             failures.append(f"{{name}} on {{shape_}} devices, axes {{axes}}")
 print("checked", checked, "bitwise", bitwise)
+
+# Packed masks on a sharded pairing axis (docs/determinism.md): the decisions are packed 8 to a byte along it, so
+# a shard whose length is not a multiple of 8 starts inside a byte. Per mesh: (shape, partition spec) and whether
+# the shard length is a multiple of 8 (then each device hashes its own blocks and the program has no collective).
+packed_cases = {{
+    (4,): [((8, 12), (None, "d")), ((4, 6, 20), (None, None, "d")), ((8, 36), (None, "d")),
+           ((4, 12, 1), (None, "d", None))],  # shards of 3, 5, 9; the pairing axis is not the last axis
+    (2, 4): [((6, 20), ("a", "b")), ((4, 6, 20), ("a", None, "b"))],  # a 2-D mesh, shards of 5
+    (3,): [((4, 24), (None, "d"))],  # shards of 8 on an odd number of devices: 3 bytes a row
+    (5,): [((2, 40), (None, "d"))],  # 5 bytes a row
+}}
+packed_checked, packed_collectives = 0, {{}}
+for mesh_shape, cases in packed_cases.items():
+    names = ("a", "b") if len(mesh_shape) == 2 else ("d",)
+    mesh = Mesh(devices[: int(np.prod(mesh_shape))].reshape(mesh_shape), names)
+    shardings = [NamedSharding(mesh, P(*spec)) for _, spec in cases]
+    xs = [jax.device_put(_inputs(shape), sharding) for (shape, _), sharding in zip(cases, shardings)]
+    for generator in ("fast", "fast16"):
+        fn = lambda xs, k: [jaxdrop.dropout(x, RATE, key=k, generator=generator) for x in xs]
+        unsharded = jax.jit(fn)([_inputs(shape) for shape, _ in cases], key)  # one device
+        compiled = jax.jit(fn, in_shardings=(shardings, None), out_shardings=shardings).lower(xs, key).compile()
+        ops = collective_ops(compiled.as_text())
+        packed_collectives[f"{{mesh_shape}} {{generator}}"] = ops
+        if mesh_shape in ((3,), (5,)):  # shards of 8: no communication
+            as_expected = not ops
+        else:  # jax 0.10.2: a few unpacked decisions (uint8 or bool) move to the next device along the mesh axis
+            decisions = ("collective-permute u8[", "collective-permute pred[")
+            as_expected = bool(ops) and all(op.startswith(decisions) for op in ops)
+        if not as_expected:
+            failures.append(f"packed {{generator}} on mesh {{mesh_shape}}: collectives {{ops}}")
+        for (shape, spec), sharding, y, expected in zip(cases, shardings, compiled(xs, key), unsharded):
+            packed_checked += 1
+            assert y.sharding.is_equivalent_to(sharding, y.ndim), (y.sharding, spec)
+            if not np.array_equal(np.asarray(y).view(np.uint8), np.asarray(expected).view(np.uint8)):
+                failures.append(f"packed {{generator}} {{shape}} on mesh {{mesh_shape}}, spec {{spec}}")
+# Odd-sized last axes split unevenly inside a program (31 as shards of 8, 8, 8, 7; 27 as 7, 7, 7, 6): JAX accepts
+# an uneven sharding only as a constraint inside `jit` (not for its inputs and outputs), where XLA pads the shards.
+uneven = NamedSharding(Mesh(devices[:4], ("d",)), P(None, "d"))
+odd_inputs = [_inputs((4, 31)), _inputs((3, 27))]
+for generator in ("fast", "fast16"):
+    constrain = lambda x: jax.lax.with_sharding_constraint(x, uneven)
+    fn = lambda xs: [constrain(jaxdrop.dropout(constrain(x), RATE, key=key, generator=generator)) for x in xs]
+    for x, y in zip(odd_inputs, jax.jit(fn)(odd_inputs)):
+        packed_checked += 1
+        expected = jaxdrop.dropout(x, RATE, key=key, generator=generator)
+        if not np.array_equal(np.asarray(y).view(np.uint8), np.asarray(expected).view(np.uint8)):
+            failures.append(f"packed {{generator}} {{x.shape}} unevenly sharded over 4 devices")
+print("packed checked", packed_checked, "collectives", packed_collectives)
 print("FAILURES", failures)
 """
 
@@ -332,6 +384,7 @@ def test_every_variant_bit_identical_on_1_2_8_devices():
     out = _run_mesh_script(full=False)
     assert "FAILURES []" in out, out
     assert f"checked {2 * (len(VARIANTS) + 2)}" in out, out
+    assert "packed checked 20 " in out, out  # 10 sharded shapes x ("fast", "fast16")
 
 
 @pytest.mark.slow
