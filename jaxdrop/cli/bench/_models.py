@@ -15,6 +15,8 @@ from jaxdrop.cli._table import markdown_table
 from jaxdrop.cli.bench._dropout import (
     FWD,
     FWD_BWD,
+    SPATIAL_FLAX,
+    SPATIAL_OURS,
     compiled_row,
     find,
     forward,
@@ -432,6 +434,12 @@ def variants_section(settings: Settings) -> Section:
                 note = f"failed: {type(error).__name__}: {str(error).splitlines()[0][:120]}"
                 rows += [Row({**labels, "pass": FWD}, note=note), Row({**labels, "pass": FWD_BWD}, note=note)]
         measure_group(rows, settings.repeats, min_sample_s=settings.min_sample_s)
+        if variant == "spatial dropout":  # issue 19's target: flax time / ours, from calls made back to back
+            for pass_name in (FWD, FWD_BWD):
+                ours, theirs = (find(rows, impl=name, **{"pass": pass_name}) for name in (SPATIAL_OURS, SPATIAL_FLAX))
+                if ours is not None and theirs is not None:
+                    ratios = paired_ratios(theirs, ours, 3 if settings.tiny else PAIRED_REPEATS)
+                    section.summary.setdefault("spatial_paired_ratios", {})[pass_name] = ratios
         section.rows += rows
         peer_name = list(impls)[-1]
         for impl_name in impls:
