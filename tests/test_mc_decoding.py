@@ -227,6 +227,89 @@ def test_scores_match_the_metrics_on_materialised_samples():
     np.testing.assert_allclose(unc.sequence_log_likelihood(scores.sample_log_probs), expected, rtol=1e-5)
 
 
+def _counting_step(params, cache, tokens, key):
+    """Greedy next token = token + 1 whatever the mask (the dropout term moves each logit by at most 2, the chosen
+    one leads by 10), so a row's end is known in advance; the samples' probabilities still differ."""
+    one_hot = 10.0 * jax.nn.one_hot((tokens + 1) % VOCAB, VOCAB)
+    return one_hot + jaxdrop.dropout(jnp.ones((tokens.shape[0], 1, VOCAB)), 0.5, key=key), cache
+
+
+def _decode_counting_steps(monkeypatch, **kwargs):
+    """``mc.decode`` of `_counting_step` and the positions its loop ran (read from the compiled program's output)."""
+    from jaxdrop.mc import _decoding
+
+    ran, generate = [], _decoding._generate
+    monkeypatch.setattr(_decoding, "_generate", lambda *args: ran.append(generate(*args)) or ran[-1])
+    out = mc.decode(_counting_step, jnp.array([[1, 2], [4, 5]]), params=None, cache=(), key=KEY, max_length=12,
+                    **kwargs)  # fmt: skip
+    return out, np.asarray(ran[-1][1])
+
+
+def test_the_samples_share_the_cache_position_so_the_cache_is_updated_in_place():
+    # The cache's index is the same for every sample: carried with a sample axis, it made `vmap` turn each
+    # `dynamic_update_slice` of the cache into a scatter.
+    decode = lambda params, cache: mc.decode(step, PROMPT, params=params, cache=cache, key=KEY, num_samples=2,
+                                             max_length=MAX_LENGTH).tokens  # fmt: skip
+    hlo = jax.jit(decode).lower(PARAMS, init_cache(2)).compile().as_text()
+    assert " scatter(" not in hlo and hlo.count(" dynamic-update-slice(") >= 2  # keys and values, in place
+
+
+_ENDED_VALID = np.arange(11) < np.array([[6], [3]])  # positions scoring a token up to each row's end token
+
+
+def test_end_token_stops_the_loop_when_every_row_has_ended(monkeypatch):
+    # Row 0 generates 3 4 5 6 7, row 1 6 7: with end token 7 both have ended after feeding position 5, so 6 of the
+    # 11 positions run; after each row's end its tokens are the end token and its scores 0.
+    out, steps = _decode_counting_steps(monkeypatch, num_samples=3, end_token=7)
+    assert int(steps) == 6
+    np.testing.assert_array_equal(out.tokens, [[1, 2, 3, 4, 5, 6, 7, 7, 7, 7, 7, 7], [4, 5, 6, 7, *[7] * 8]])
+    np.testing.assert_array_equal(out.lengths, [7, 4])
+    np.testing.assert_array_equal(out.scores.valid, _ENDED_VALID)
+    for name in ("sample_log_probs", "sample_entropy", "predictive_entropy", "mutual_information"):
+        scores = np.asarray(getattr(out.scores, name))
+        assert (scores[..., ~_ENDED_VALID] == 0).all() and (scores[..., _ENDED_VALID] != 0).any(), name
+
+
+@pytest.mark.slow  # two more decoding programs
+def test_early_stop_gives_the_scores_of_the_full_loop(monkeypatch):
+    ended, _ = _decode_counting_steps(monkeypatch, num_samples=3, end_token=7)
+    full, steps = _decode_counting_steps(monkeypatch, num_samples=3)
+    assert int(steps) == 11
+    for name in ("sample_log_probs", "sample_entropy", "predictive_entropy", "mutual_information"):
+        expected = np.where(_ENDED_VALID, getattr(full.scores, name), 0.0)
+        np.testing.assert_array_equal(getattr(ended.scores, name), expected)
+
+
+@pytest.mark.slow  # two more decoding programs
+def test_end_token_stops_each_chunk_of_per_sample_decoding(monkeypatch):
+    # Chunks of 2 then 1 sample: each stops when every row of its samples has ended; with end token 4, row 1
+    # (prompt [4, 5], then 6 7 8 9 10 0 1 2 3 4) ends only at the last position: the whole loop runs.
+    out, steps = _decode_counting_steps(monkeypatch, num_samples=3, chunk_size=2, predictive="per_sample",
+                                        end_token=7)  # fmt: skip
+    np.testing.assert_array_equal(steps, [6, 6, 6])
+    np.testing.assert_array_equal(out.lengths, [[7, 4]] * 3)
+    assert (np.asarray(out.scores.sample_log_probs)[~np.asarray(out.scores.valid)] == 0).all()
+    _, steps = _decode_counting_steps(monkeypatch, num_samples=3, chunk_size=2, predictive="per_sample",
+                                      end_token=4)  # fmt: skip
+    np.testing.assert_array_equal(steps, [11, 11, 11])
+
+
+@pytest.mark.slow  # two decoding programs; the guide runs the same recipe by default
+def test_per_sample_generations_rescored_under_every_sample():
+    # The guide's recipe: each sample's generation scored under all T networks (the same key; a vmap over the
+    # generations keeps each row's masks) gives predictive entropy and MI along it; network j on generation j
+    # reproduces the decode's own log-probabilities.
+    common = dict(params=PARAMS, key=KEY, num_samples=3, cache=init_cache(2))
+    out = mc.decode(step, PROMPT, **common, max_length=MAX_LENGTH, predictive="per_sample", strategy="sample")
+    rescored = jax.vmap(lambda tokens: mc.score(step, tokens, **common))(out.tokens)
+    assert rescored.mutual_information.shape == (3, 2, MAX_LENGTH - 1)
+    for j in range(3):
+        np.testing.assert_array_equal(rescored.sample_log_probs[j, j], out.scores.sample_log_probs[j])
+        alone = mc.score(step, out.tokens[j], **common)
+        np.testing.assert_allclose(rescored.mutual_information[j], alone.mutual_information, rtol=1e-6, atol=1e-7)
+    assert not np.array_equal(out.tokens[0], out.tokens[1])  # the generations differ
+
+
 def _uniform_step(params, cache, tokens, key):
     return jnp.zeros((tokens.shape[0], 1, VOCAB)), cache
 

@@ -22,6 +22,9 @@ Samples are chunked like `sample()`: ``chunk_size`` samples ride in one ``vmap``
 Scoring known tokens (`score()`) and per-sample decoding run each chunk through the whole sequence, so only
 ``chunk_size`` caches exist at a time. Decoding from the MC-mean predictive needs every sample's prediction at every
 step, so all ``T`` caches are kept (``T`` x the cache) and ``chunk_size`` bounds the activations of each step.
+A cache leaf that does not differ between samples (a position index) is carried once, not per sample.
+
+With an end token, the loop over positions stops once every row has ended (`_over_positions`).
 """
 
 from __future__ import annotations
@@ -59,7 +62,7 @@ class SequenceScores(NamedTuple):
       mutual_information: ``(B, N - 1)`` float32, ``H[mean_i p_i] - mean_i H[p_i]`` (BALD, Houlsby et al. 2011):
         the samples' disagreement, the epistemic part (``None`` for per-sample decoding).
       valid: boolean, the shape of ``sample_log_probs`` without ``T`` (per-sample decoding: with it); False for
-        positions after the end token.
+        positions after the end token, where every other field holds 0.
     """
 
     sample_log_probs: jax.Array
@@ -286,8 +289,11 @@ def _next_token(
 
 
 def _start(options: _Options, prompt: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """The token buffer (the prompt, then the end token: what every position after a row's end holds, so the
+    positions an early stop skips are already right) and no row done."""
     batch = prompt.shape[0]
-    tokens = jnp.zeros((batch, options.length), jnp.int32).at[:, : options.prompt_length].set(prompt)
+    fill = 0 if options.end_token is None else options.end_token
+    tokens = jnp.full((batch, options.length), fill, jnp.int32).at[:, : options.prompt_length].set(prompt)
     return tokens, jnp.zeros((batch,), bool)
 
 
@@ -296,88 +302,57 @@ def _lengths(valid: jax.Array) -> jax.Array:
     return 1 + valid.sum(-1).astype(jnp.int32)
 
 
-def _one_sample(options: _Options, step: Step, arrays: _Arrays, key: jax.Array, keep_probs: bool) -> dict:
-    """Sample ``key``'s whole sequence, through its own cache: tokens, per-token scores (and probabilities)."""
-    tokens, done = _start(options, arrays.prompt)
-
-    def body(carry: Any, position: jax.Array) -> Any:
-        cache, tokens, done = carry
-        log_probs, cache = _feed(step, cache, tokens[:, position], position, key, options.per_step)
-        chosen = _choose(log_probs, key, position, options.greedy, arrays.temperature)
-        following, valid, tokens, done = _next_token(options, tokens, position, chosen, done)
-        out = {
-            "log_prob": jnp.take_along_axis(log_probs, following[:, None], -1)[:, 0],
-            "entropy": _stats.entropy_from_log_probs(log_probs),
-            "valid": valid,
-        }
-        if keep_probs:
-            out["probs"] = jnp.exp(log_probs)
-        return (cache, tokens, done), out
-
-    positions = jnp.arange(options.length - 1, dtype=jnp.int32)
-    (_, tokens, _), per_position = lax.scan(body, (arrays.cache, tokens, done), positions)
-    per_position = jax.tree.map(lambda x: jnp.moveaxis(x, 0, 1), per_position)  # (B, N - 1, ...)
-    return {"tokens": tokens, **per_position}
+def _masked(options: _Options, scores: dict, valid: jax.Array) -> dict:
+    """Scores of the positions after a row's end token set to 0 (the end token repeats with certainty): the values
+    the positions skipped by an early stop keep, so a row reads the same whether or not the loop stopped."""
+    if options.end_token is None:
+        return scores
+    return {name: value if name == "valid" else jnp.where(valid, value, 0) for name, value in scores.items()}
 
 
-class _ScoreReducer:
-    """Streams chunks of samples: their per-token scores into ``(T, ...)`` buffers, their probabilities summed."""
-
-    def __init__(self, num_samples: int) -> None:
-        self.num_samples = num_samples
-
-    def init(self, chunk_shapes: Any) -> Any:
-        def buffer(shape: jax.ShapeDtypeStruct) -> jax.Array:
-            return jnp.zeros((self.num_samples, *shape.shape[1:]), shape.dtype)
-
-        scores = {name: buffer(chunk_shapes[name]) for name in ("log_prob", "entropy")}
-        probs = chunk_shapes["probs"]
-        return jnp.zeros((), jnp.int32), scores, jnp.zeros(probs.shape[1:], probs.dtype)
-
-    def update(self, state: Any, chunk: Any) -> Any:
-        offset, scores, probs_sum = state
-        scores = {name: lax.dynamic_update_slice_in_dim(buf, chunk[name], offset, 0) for name, buf in scores.items()}
-        return offset + chunk["probs"].shape[0], scores, probs_sum + chunk["probs"].sum(0)
-
-    def finalize(self, state: Any, num_samples: int) -> Any:
-        _, scores, probs_sum = state
-        return scores, probs_sum / num_samples
+class _Carry(NamedTuple):
+    caches: Any
+    tokens: jax.Array
+    done: jax.Array  # the rows that produced the end token (per sample and row, for per-sample decoding)
 
 
-def _mean_scores(log_probs: jax.Array, entropy: jax.Array, mean_probs: jax.Array, valid: jax.Array) -> SequenceScores:
-    predictive = _stats.entropy(mean_probs)
-    mutual = jnp.maximum(predictive - entropy.mean(0), 0.0)
-    return SequenceScores(log_probs, entropy, predictive, mutual, valid)
+def _over_positions(options: _Options, body: Callable[[_Carry, jax.Array], Any], carry: _Carry) -> Any:
+    """``body(carry, position) -> (carry, outputs)`` for positions ``0..N-2``: the last carry, the outputs stacked on
+    a leading position axis, and the number of positions run.
+
+    Without an end token, a ``lax.scan`` (reverse-mode differentiable). With one, a ``lax.while_loop`` writing into
+    preallocated outputs that stops once every row is done (``carry.done`` all True): the steps after the last row's
+    end token are not run, their outputs keep their zeros (`_masked`) and their tokens the end token (`_start`).
+    Under an outer ``vmap`` that batches ``done`` (a ``vmap`` of `decode` over prompts), JAX runs the loop until
+    every element is done and selects the finished elements' carries at each step: the same outputs, an extra
+    select of each carry (the caches included) per step.
+    """
+    steps = options.length - 1
+    if options.end_token is None:
+        carry, outputs = lax.scan(body, carry, jnp.arange(steps, dtype=jnp.int32))
+        return carry, outputs, jnp.asarray(steps, jnp.int32)
+    first = jnp.zeros((), jnp.int32)
+    shapes = jax.eval_shape(lambda c: body(c, first)[1], carry)
+    buffers = jax.tree.map(lambda s: jnp.zeros((steps, *s.shape), s.dtype), shapes)
+
+    def unfinished(loop: Any) -> jax.Array:
+        position, carry, _ = loop
+        return (position < steps) & ~jnp.all(carry.done)
+
+    def advance(loop: Any) -> Any:
+        position, carry, buffers = loop
+        carry, out = body(carry, position)
+        write = lambda buffer, value: lax.dynamic_update_index_in_dim(buffer, value, position, 0)
+        return position + 1, carry, jax.tree.map(write, buffers, out)
+
+    position, carry, buffers = lax.while_loop(unfinished, advance, (first, carry, buffers))
+    return carry, buffers, position
 
 
-def _score_impl(options: _Options, arrays: _Arrays) -> SequenceScores:
-    """Teacher forcing: every sample reads the given tokens; chunk-outer, so ``chunk_size`` caches at a time."""
-    with _mode.stochastic():
-        step = _bind(options.model, arrays.model)
-        reducer = _ScoreReducer(options.num_samples)
-        scores, mean_probs = _sampling.run(
-            lambda k: _one_sample(options, step, arrays, k, keep_probs=True),
-            arrays.key,
-            options.num_samples,
-            options.chunk_size,
-            reducer,
-        )
-    valid = jnp.ones(mean_probs.shape[:-1], bool)
-    return _mean_scores(scores["log_prob"], scores["entropy"], mean_probs, valid)
-
-
-def _per_sample_impl(options: _Options, arrays: _Arrays) -> Generation:
-    """Each sample decodes its own tokens from its own predictive; chunk-outer, ``chunk_size`` caches at a time."""
-    with _mode.stochastic():
-        step = _bind(options.model, arrays.model)
-        out = _sampling.run(
-            lambda k: _one_sample(options, step, arrays, k, keep_probs=False),
-            arrays.key,
-            options.num_samples,
-            options.chunk_size,
-        )
-    scores = SequenceScores(out["log_prob"], out["entropy"], None, None, out["valid"])
-    return Generation(out["tokens"], _lengths(out["valid"]), scores)
+def _token_scores(log_probs: jax.Array, following: jax.Array) -> dict:
+    """The log-probability of the token that follows and the entropy of each next-token distribution."""
+    picked = jnp.take_along_axis(log_probs, following[..., None], -1)[..., 0]
+    return {"log_prob": picked, "entropy": _stats.entropy_from_log_probs(log_probs)}
 
 
 def _sample_keys(key: jax.Array, num_samples: int, chunk_size: int) -> list[jax.Array]:
@@ -390,6 +365,155 @@ def _sample_keys(key: jax.Array, num_samples: int, chunk_size: int) -> list[jax.
     return groups
 
 
+def _broadcast(tree: Any, size: int) -> Any:
+    return jax.tree.map(lambda leaf: jnp.broadcast_to(leaf, (size, *jnp.shape(leaf))), tree)
+
+
+def _varying_leaves(options: _Options, step: Step, arrays: _Arrays) -> tuple[bool, ...]:
+    """Per leaf of the cache: whether it differs between samples, i.e. whether the step computes its new value from
+    the key or from leaves that differ (a fixpoint of a forward walk over one step's jaxpr, as
+    ``_sampling._depends_on_key``; an equation with such an input taints all its outputs, so the answer errs towards
+    True). Warns (`IdenticalSamplesWarning`) when the logits depend on neither: every sample would be the same.
+
+    The other leaves (a position counter: the explicit cache's index, flax's ``cache_index``) are carried once for
+    all samples. With a sample axis on the index, ``vmap`` turns the ``dynamic_update_slice`` that writes the new key
+    and value into the cache into a scatter; with it shared, XLA compiles the write as a ``dynamic-update-slice``
+    (tests/test_mc_decoding.py checks the compiled program).
+    """
+    leaves, treedef = jax.tree.flatten(arrays.cache)
+    position = jnp.zeros((), jnp.int32)
+
+    def fed(key: jax.Array, leaves: list) -> list:  # the cache is an argument: nnx mutates it in place
+        cache = jax.tree.unflatten(treedef, leaves)
+        log_probs, cache = _feed(step, cache, arrays.prompt[:, 0], position, key, options.per_step)
+        return [log_probs, *jax.tree.leaves(cache)]
+
+    jaxpr = jax.make_jaxpr(fed)(arrays.key, leaves).jaxpr
+    key_var, leaf_vars = jaxpr.invars[0], jaxpr.invars[1:]
+    log_probs_var, new_leaf_vars = jaxpr.outvars[0], jaxpr.outvars[1:]
+    varying = [False] * len(leaves)
+    while True:
+        tainted = {id(key_var)} | {id(var) for var, differs in zip(leaf_vars, varying, strict=True) if differs}
+        for eqn in jaxpr.eqns:
+            if any(id(var) in tainted for var in eqn.invars):
+                written = [var for var in eqn.invars if isinstance(var.aval, jax.ref.AbstractRef)]
+                tainted.update(id(var) for var in [*eqn.outvars, *written])
+        updated = [differs or id(var) in tainted for differs, var in zip(varying, new_leaf_vars, strict=True)]
+        if updated == varying:
+            break
+        varying = updated
+    if id(log_probs_var) not in tainted:  # `sample()`'s warning, for a function whose output ignores the key
+        _sampling._warn_if_key_unused(lambda key: jnp.zeros(()), arrays.key, options.num_samples)
+    return tuple(varying)
+
+
+def _sample_axes(cache: Any, varying: tuple[bool, ...]) -> Any:
+    """``vmap`` axes of the cache: 0 for the leaves that differ between samples, None for the shared ones."""
+    return jax.tree.unflatten(jax.tree.structure(cache), [0 if differs else None for differs in varying])
+
+
+def _per_sample_cache(cache: Any, varying: tuple[bool, ...], size: int) -> Any:
+    """The cache of ``size`` samples: the leaves that differ between samples broadcast on a leading axis."""
+    leaves, treedef = jax.tree.flatten(cache)
+    stacked = [_broadcast(leaf, size) if differs else leaf for leaf, differs in zip(leaves, varying, strict=True)]
+    return jax.tree.unflatten(treedef, stacked)
+
+
+# --- chunk-outer: scoring and per-sample decoding (``chunk_size`` caches at a time) -------------------------------
+
+
+def _chunk(
+    options: _Options, step: Step, arrays: _Arrays, varying: tuple[bool, ...], keys: jax.Array
+) -> tuple[jax.Array, dict]:
+    """A chunk of samples (``keys`` (C,)) through the whole sequence, one ``vmap`` per step, each sample with its own
+    cache: scoring (every sample reads the given tokens) or per-sample decoding (each its own tokens). Returns the
+    next-token probabilities summed over the chunk ``(N - 1, B, V)`` (scoring; else a 0) and per sample ``tokens``
+    ``(C, B, N)``, ``steps`` and per-token scores ``(C, B, N - 1)``.
+
+    The loop over positions is outside the samples' ``vmap``: an early stop (`_over_positions`) then waits for every
+    row of every sample of the chunk and selects nothing per sample.
+    """
+    size, scoring = keys.shape[0], options.predictive == "score"
+    tokens, done = _start(options, arrays.prompt)
+    if not scoring:
+        tokens, done = _broadcast(tokens, size), _broadcast(done, size)
+    feed = lambda key, cache, token, position: _feed(step, cache, token, position, key, options.per_step)
+    cache_axes = _sample_axes(arrays.cache, varying)
+    feed = jax.vmap(feed, (0, cache_axes, None if scoring else 0, None), (0, cache_axes))
+
+    def body(carry: _Carry, position: jax.Array) -> Any:
+        log_probs, caches = feed(keys, carry.caches, carry.tokens[..., position], position)
+        if scoring:
+            following = jnp.broadcast_to(carry.tokens[:, position + 1], log_probs.shape[:-1])
+            scores = {**_token_scores(log_probs, following), "probs": jnp.exp(log_probs).sum(0)}
+            return carry._replace(caches=caches), scores
+
+        def next_token(log_probs: jax.Array, key: jax.Array, tokens: jax.Array, done: jax.Array) -> Any:
+            chosen = _choose(log_probs, key, position, options.greedy, arrays.temperature)
+            return _next_token(options, tokens, position, chosen, done)
+
+        following, valid, tokens, done = jax.vmap(next_token)(log_probs, keys, carry.tokens, carry.done)
+        scores = _masked(options, {**_token_scores(log_probs, following), "valid": valid}, valid)
+        return _Carry(caches, tokens, done), scores
+
+    carry, per_position, steps = _over_positions(
+        options, body, _Carry(_per_sample_cache(arrays.cache, varying, size), tokens, done)
+    )
+    probs = per_position.pop("probs", jnp.zeros((), jnp.float32))
+    per_sample = {name: jnp.moveaxis(value, 0, -1) for name, value in per_position.items()}  # (C, B, N - 1)
+    tokens = carry.tokens if not scoring else _broadcast(carry.tokens, size)
+    return probs, {**per_sample, "tokens": tokens, "steps": jnp.broadcast_to(steps, (size,))}
+
+
+def _chunk_outer(options: _Options, step: Step, arrays: _Arrays) -> tuple[jax.Array, dict]:
+    """`_chunk` over the chunks of samples (``lax.scan`` over full chunks, then the remainder): the probabilities
+    summed over all samples, and the per-sample outputs with a leading sample axis ``T``."""
+    varying = _varying_leaves(options, step, arrays)
+    run = lambda keys: _chunk(options, step, arrays, varying, keys)
+
+    def add_chunk(total: jax.Array, keys: jax.Array) -> tuple[jax.Array, dict]:
+        summed, out = run(keys)
+        return total + summed, out
+
+    total: Any = None
+    parts = []
+    for keys in _sample_keys(arrays.key, options.num_samples, options.chunk_size):
+        if keys.shape[0] == 1:
+            summed, out = run(keys[0])
+            stacked = jax.tree.map(lambda x: x[None], out)
+        else:
+            start = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(run, keys[0])[0])
+            summed, stacked = lax.scan(add_chunk, start, keys)
+        total = summed if total is None else total + summed
+        parts.append(jax.tree.map(lambda x: x.reshape(-1, *x.shape[2:]), stacked))
+    return total, jax.tree.map(lambda *xs: jnp.concatenate(xs), *parts)
+
+
+def _score_impl(options: _Options, arrays: _Arrays) -> SequenceScores:
+    """Teacher forcing: every sample reads the given tokens; chunk-outer, so ``chunk_size`` caches at a time."""
+    with _mode.stochastic():
+        step = _bind(options.model, arrays.model)
+        probs_sum, out = _chunk_outer(options, step, arrays)
+    mean_probs = jnp.moveaxis(probs_sum, 0, 1) / options.num_samples  # (B, N - 1, V)
+    predictive = _stats.entropy(mean_probs)
+    mutual = jnp.maximum(predictive - out["entropy"].mean(0), 0.0)
+    valid = jnp.ones(predictive.shape, bool)
+    return SequenceScores(out["log_prob"], out["entropy"], predictive, mutual, valid)
+
+
+def _per_sample_impl(options: _Options, arrays: _Arrays) -> tuple[Generation, jax.Array]:
+    """Each sample decodes its own tokens from its own predictive; chunk-outer, ``chunk_size`` caches at a time.
+    Also returns, per sample, the positions its chunk ran (an early stop runs fewer)."""
+    with _mode.stochastic():
+        step = _bind(options.model, arrays.model)
+        _, out = _chunk_outer(options, step, arrays)
+    scores = SequenceScores(out["log_prob"], out["entropy"], None, None, out["valid"])
+    return Generation(out["tokens"], _lengths(out["valid"]), scores), out["steps"]
+
+
+# --- step-outer: decoding from the MC-mean predictive (every sample's cache alive) --------------------------------
+
+
 def _map_chunks(chunk: Callable[[Any], Any], keys: jax.Array, caches: Any) -> Any:
     """``lax.map(chunk, (keys, caches))``; a single chunk is called directly: ``lax.map`` would copy every cache
     into the loop and back out at each step (measured: the T = 16 decode at batch 1 took 5.8x one decode so)."""
@@ -399,52 +523,40 @@ def _map_chunks(chunk: Callable[[Any], Any], keys: jax.Array, caches: Any) -> An
     return jax.tree.map(lambda leaf: leaf[None], chunk((keys[0], first(caches))))
 
 
-def _mean_impl(options: _Options, arrays: _Arrays) -> Generation:
-    """Decoding from the MC-mean predictive: step-outer, every sample's cache kept; chunks bound each step's work."""
+def _mean_impl(options: _Options, arrays: _Arrays) -> tuple[Generation, jax.Array]:
+    """Decoding from the MC-mean predictive: step-outer, every sample's cache kept; chunks bound each step's work.
+    Also returns the positions run (an early stop runs fewer)."""
     with _mode.stochastic():
         step = _bind(options.model, arrays.model)
         groups = _sample_keys(arrays.key, options.num_samples, options.chunk_size)
-        caches = [
-            jax.tree.map(lambda leaf, g=g: jnp.broadcast_to(leaf, (*g.shape, *jnp.shape(leaf))), arrays.cache)
-            for g in groups
-        ]
+        varying = _varying_leaves(options, step, arrays)
+        caches = [_broadcast(_per_sample_cache(arrays.cache, varying, g.shape[1]), g.shape[0]) for g in groups]
+        cache_axes = _sample_axes(arrays.cache, varying)
+        feed = lambda key, cache, token, position: _feed(step, cache, token, position, key, options.per_step)
+        feed = jax.vmap(feed, (0, cache_axes, None, None), (0, cache_axes))
         tokens, done = _start(options, arrays.prompt)
 
-        def body(carry: Any, position: jax.Array) -> Any:
-            caches, tokens, done = carry
-            token = tokens[:, position]
+        def body(carry: _Carry, position: jax.Array) -> Any:
+            token = carry.tokens[:, position]
 
             def chunk(inputs: Any) -> Any:
                 keys, cache = inputs
-                return jax.vmap(lambda k, c: _feed(step, c, token, position, k, options.per_step))(keys, cache)
+                return feed(keys, cache, token, position)
 
-            fed = [_map_chunks(chunk, keys, cache) for keys, cache in zip(groups, caches, strict=True)]
+            fed = [_map_chunks(chunk, keys, cache) for keys, cache in zip(groups, carry.caches, strict=True)]
             log_probs = jnp.concatenate([lp.reshape(-1, *lp.shape[2:]) for lp, _ in fed])  # (T, B, V)
-            caches = [cache for _, cache in fed]
             mean_probs = jnp.exp(log_probs).mean(0)
             chosen = _choose(jnp.log(mean_probs), arrays.key, position, options.greedy, arrays.temperature)
-            following, valid, tokens, done = _next_token(options, tokens, position, chosen, done)
-            out = {
-                "log_prob": jnp.take_along_axis(
-                    log_probs, jnp.broadcast_to(following[None, :, None], (*log_probs.shape[:2], 1)), -1
-                )[..., 0],
-                "entropy": _stats.entropy_from_log_probs(log_probs),
-                "mean_probs": mean_probs,
-                "valid": valid,
-            }
-            return (caches, tokens, done), out
+            following, valid, tokens, done = _next_token(options, carry.tokens, position, chosen, carry.done)
+            scores = _token_scores(log_probs, jnp.broadcast_to(following, log_probs.shape[:-1]))
+            scores = {**scores, "predictive_entropy": _stats.entropy(mean_probs), "valid": valid}
+            return _Carry([cache for _, cache in fed], tokens, done), _masked(options, scores, valid)
 
-        positions = jnp.arange(options.length - 1, dtype=jnp.int32)
-        (_, tokens, _), out = lax.scan(body, (caches, tokens, done), positions)
-    sample_axis_last = lambda x: jnp.moveaxis(x, 0, -1)  # (N - 1, T, B) -> (T, B, N - 1)
-    valid = sample_axis_last(out["valid"])
-    scores = _mean_scores(
-        sample_axis_last(out["log_prob"]),
-        sample_axis_last(out["entropy"]),
-        jnp.moveaxis(out["mean_probs"], 0, 1),
-        valid,
-    )
-    return Generation(tokens, _lengths(valid), scores)
+        carry, out, steps = _over_positions(options, body, _Carry(caches, tokens, done))
+    out = {name: jnp.moveaxis(value, 0, -1) for name, value in out.items()}  # (N - 1, [T,] B) -> ([T,] B, N - 1)
+    mutual = jnp.maximum(out["predictive_entropy"] - out["entropy"].mean(0), 0.0)  # after the loop: as `score()`
+    scores = SequenceScores(out["log_prob"], out["entropy"], out["predictive_entropy"], mutual, out["valid"])
+    return Generation(carry.tokens, _lengths(out["valid"]), scores), steps
 
 
 # --- argument checks -------------------------------------------------------------------------------------------
@@ -708,7 +820,9 @@ def decode(
       predictive: ``"mean"`` (default) or ``"per_sample"``.
       strategy: ``"greedy"`` (default) or ``"sample"``.
       temperature: ``> 0``, divides the log-probabilities before sampling (``strategy="sample"``).
-      end_token: a token id that ends a row: later tokens repeat it and their scores are not ``valid``.
+      end_token: a token id that ends a row: later tokens repeat it, their scores are not ``valid`` and are 0.
+        Once every row has ended (per-sample decoding: every row of every sample of a chunk) the loop stops: the
+        remaining steps are not run. The loop is then a ``lax.while_loop`` (no reverse-mode ``grad``).
       chunk_size: samples evaluated at once; ``None``: all.
       rng_collection, apply_kwargs: as in `score()`.
 
@@ -754,8 +868,13 @@ def decode(
     _check_token_range(prompt, vocab, "prompt")
     if end_token is not None and end_token >= vocab:
         raise ValueError(f"`end_token` must be in [0, {vocab - 1}] (the model's vocabulary); got {end_token}.")
-    impl = _mean_impl if predictive == "mean" else _per_sample_impl
-    return _closures.call_jitted(impl, options, arrays, decode, _roots(static))
+    return _generate(options, arrays)[0]
+
+
+def _generate(options: _Options, arrays: _Arrays) -> tuple[Generation, jax.Array]:
+    """The compiled decode: the `Generation` and the positions its loop ran (per sample for per-sample decoding)."""
+    impl = _mean_impl if options.predictive == "mean" else _per_sample_impl
+    return _closures.call_jitted(impl, options, arrays, decode, _roots(options.model))
 
 
 def _cache_name(static: _StepStatic) -> str:
